@@ -1,0 +1,13 @@
+"""emonext: facial emotion recognition with EmoNeXt.
+
+EmoNeXt (El Boudouri & Bohi, "EmoNeXt: an Adapted ConvNeXt for Facial Emotion Recognition",
+MMSP 2023, arXiv:2501.08199) combines a Spatial Transformer Network, a ConvNeXt backbone with
+Squeeze-and-Excitation blocks and a self-attention regularisation term.
+"""
+
+from emonext import _torchvision_guard
+
+# Must run before anything imports timm (which imports torchvision).
+_torchvision_guard.install()
+
+__version__ = "0.1.0"

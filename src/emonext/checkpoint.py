@@ -1,0 +1,146 @@
+"""Model checkpoints: weights + configuration + class list, never a pickled module.
+
+Two formats, both readable without executing code:
+
+* ``*.safetensors`` (best model, inference): tensors plus string metadata holding the params and
+  classes as JSON;
+* ``*.pt`` (resumable training state): a ``torch.save`` dict of tensors and plain values, read
+  back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from emonext.fileio import atomic_write
+from emonext.config import ConfigError, Params, params_from_dict
+from emonext.models import EmotionModel, create_model
+
+CHECKPOINT_FORMAT = "emonext-checkpoint/1"
+BEST_CHECKPOINT = "best.safetensors"
+LAST_CHECKPOINT = "last.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the model it describes."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Contents of a checkpoint file."""
+
+    path: Path
+    params: Params
+    classes: tuple[str, ...]
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict[str, Any]
+
+
+def save_model_checkpoint(
+    path: Path,
+    state_dict: Mapping[str, torch.Tensor],
+    params: Params,
+    classes: tuple[str, ...],
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write model weights with their params and classes as ``.safetensors``."""
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "params": params.model_dump_json(),
+        "classes": json.dumps(list(classes)),
+        **{key: json.dumps(value) for key, value in (metadata or {}).items()},
+    }
+    tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
+    atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata=header))
+    return path
+
+
+def save_training_state(path: Path, state: Mapping[str, Any]) -> Path:
+    """Write a resumable training state (tensors and plain values only) atomically."""
+    atomic_write(path, lambda temporary: torch.save(dict(state), temporary))
+    return path
+
+
+def load_training_state(path: Path) -> dict[str, Any]:
+    """Read a training state written by :func:`save_training_state`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unreadable for any reason: same message to the user
+        raise CheckpointError(f"{path}: not a readable training state ({error})") from None
+
+
+def resolve_checkpoint_path(reference: str | Path) -> Path:
+    """Accept a checkpoint file or a training output folder (its ``best.safetensors``)."""
+    path = Path(reference)
+    if path.is_dir():
+        for name in (BEST_CHECKPOINT, LAST_CHECKPOINT):
+            if (path / name).is_file():
+                return path / name
+        raise CheckpointError(f"{path}: folder has no {BEST_CHECKPOINT} or {LAST_CHECKPOINT}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: model checkpoint not found")
+    return path
+
+
+def read_checkpoint(reference: str | Path) -> Checkpoint:
+    """Read weights, params and classes from a ``.safetensors`` or ``.pt`` checkpoint.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable, or not an emonext checkpoint.
+    """
+    path = resolve_checkpoint_path(reference)
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as handle:
+                header = dict(handle.metadata() or {})
+            state_dict = load_file(str(path))
+            metadata = {key: json.loads(value) for key, value in header.items() if key not in ("format", "params")}
+            params_json, classes = header.get("params"), metadata.pop("classes", None)
+        else:
+            state = load_training_state(path)
+            header = {"format": state.get("format")}
+            state_dict = state.get("ema") or state.get("model") or {}
+            params_json, classes = state.get("params"), state.get("classes")
+            metadata = {"epoch": state.get("epoch")}
+    except (SafetensorError, OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
+    if header.get("format") != CHECKPOINT_FORMAT or not params_json or not classes:
+        raise CheckpointError(
+            f"{path}: not an emonext checkpoint (format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
+        )
+    try:
+        params = params_from_dict(json.loads(params_json), source=f"{path} (stored params)")
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: stored configuration is not valid for this version:\n{error}") from None
+    return Checkpoint(path, params, tuple(classes), state_dict, metadata)
+
+
+def model_from_checkpoint(checkpoint: Checkpoint) -> EmotionModel:
+    """Rebuild the network described by ``checkpoint`` and load its weights (eval mode).
+
+    Raises:
+        CheckpointError: The weights do not fit the described architecture.
+    """
+    model_config = checkpoint.params.model.model_copy(update={"pretrained": None})
+    model = create_model(model_config, num_classes=len(checkpoint.classes))
+    try:
+        result = model.load_state_dict(checkpoint.state_dict, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise CheckpointError(
+            f"{checkpoint.path}: weights do not fit {model_config.arch}/{model_config.backbone}: {error}"
+        ) from None
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"{checkpoint.path}: weights do not fit {model_config.arch}/{model_config.backbone}: "
+            f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[:3]}), "
+            f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})"
+        )
+    return model.eval()

@@ -1,0 +1,389 @@
+"""Typed configuration parsed from ``params.yaml``, the one source of configuration.
+
+Each pipeline step owns one section of ``params.yaml`` and one frozen config class below. Every key
+is required: the values live in ``params.yaml`` (which DVC stages and flows read too), never as
+defaults in code. Unknown keys and bad values raise :class:`ConfigError` naming the key and the
+allowed values. ``key.path=value`` overrides (``--set train.lr=3e-4``) are applied before
+validation.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from emonext.labels import FER2013_CLASSES, canonical_class
+
+DEFAULT_PARAMS_FILE = Path("params.yaml")
+
+ModelArch = Literal["emonext", "resnet18", "resnet34", "vgg19_bn", "densenet121"]
+ConvNeXtVariant = Literal[
+    "convnext_atto",
+    "convnext_atto_ols",
+    "convnext_femto",
+    "convnext_femto_ols",
+    "convnext_pico",
+    "convnext_pico_ols",
+    "convnext_nano",
+    "convnext_nano_ols",
+    "convnext_tiny",
+    "convnext_tiny_hnf",
+    "convnext_small",
+    "convnext_base",
+    "convnext_large",
+    "convnext_xlarge",
+    "convnext_xxlarge",
+]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names every bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the labelled faces are and how they are decoded.
+
+    Args:
+        root: An image-folder tree (``train/<class>/``, ``val/<class>/`` or ``<class>/``) or a
+            FER2013 ``fer2013.csv`` file.
+        format: ``folder``, ``csv`` or ``auto`` (a file is read as CSV, a directory as folders).
+        classes: Class names in label order; FER2013's canonical order by default.
+        image_size: Side length faces are decoded to (grayscale, stored as uint8 in memory).
+        train_split: Split name used for training.
+        val_split: Split name used for model selection.
+        val_fraction: Share of the training images held out (stratified) when the data has no
+            ``val_split``; 0 disables validation.
+        max_per_class: Cap on images per class and split, for quick experiments; null for all.
+    """
+
+    root: Path
+    format: Literal["auto", "folder", "csv"]
+    classes: tuple[str, ...] = Field(min_length=2)
+    image_size: int = Field(ge=8, le=1024)
+    train_split: str
+    val_split: str
+    val_fraction: float = Field(ge=0.0, lt=1.0)
+    max_per_class: int | None = Field(ge=1)
+
+    @field_validator("classes")
+    @classmethod
+    def _canonical_unique_classes(cls, classes: tuple[str, ...]) -> tuple[str, ...]:
+        names = tuple(canonical_class(name) or name.strip().lower() for name in classes)
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique after alias resolution, got {list(names)}")
+        return names
+
+
+class AugmentConfig(_Section):
+    """Training-time augmentation, applied to whole batches in one affine resampling.
+
+    Args:
+        crop_scale: Range of the random crop's side as a fraction of the face (1.0 = no zoom).
+        translate: Maximum random shift as a fraction of the image side.
+        rotation: Maximum absolute rotation in degrees.
+        hflip: Probability of a horizontal flip.
+        random_erasing: Probability of erasing one random rectangle.
+    """
+
+    crop_scale: tuple[float, float]
+    translate: float = Field(ge=0.0, le=0.5)
+    rotation: float = Field(ge=0.0, le=180.0)
+    hflip: float = Field(ge=0.0, le=1.0)
+    random_erasing: float = Field(ge=0.0, le=1.0)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _ordered_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0.1 <= low <= high <= 1.0:
+            raise ValueError(f"must satisfy 0.1 <= low <= high <= 1.0, got {list(value)}")
+        return value
+
+
+class ModelConfig(_Section):
+    """The network: EmoNeXt or one of the baselines, and its input preprocessing.
+
+    Args:
+        arch: ``emonext`` or a baseline (``resnet18``, ``resnet34``, ``vgg19_bn``, ``densenet121``).
+        backbone: timm ConvNeXt variant used by EmoNeXt (``convnext_atto`` ... ``convnext_xlarge``).
+        input_size: Side length of the network input; decoded faces are resized to it.
+        stem_stride: ConvNeXt patchify-stem stride (4 as in the paper; 2 keeps more detail on
+            small faces).
+        stn: Use the Spatial Transformer Network.
+        se: Use Squeeze-and-Excitation blocks at the stage transitions.
+        se_reduction: SE channel reduction ratio.
+        self_attention: Use the self-attention block over the pooled features (and its
+            regularisation, weighted by ``train.sa_lambda``).
+        attention_tokens: Number of tokens the pooled feature vector is split into for
+            self-attention; must divide the backbone's feature width.
+        drop_path: Stochastic depth rate of the backbone.
+        drop_rate: Dropout before the classifier.
+        pretrained: null, ``hub`` (timm's hub, needs network) or a path to backbone weights.
+        mean: Grayscale normalisation mean (pixel values in [0, 1]).
+        std: Grayscale normalisation standard deviation.
+    """
+
+    arch: ModelArch
+    backbone: ConvNeXtVariant
+    input_size: int = Field(ge=16, le=1024)
+    stem_stride: Literal[2, 4]
+    stn: bool
+    se: bool
+    se_reduction: int = Field(ge=1)
+    self_attention: bool
+    attention_tokens: int = Field(ge=1)
+    drop_path: float = Field(ge=0.0, lt=1.0)
+    drop_rate: float = Field(ge=0.0, lt=1.0)
+    pretrained: str | None
+    mean: float = Field(ge=0.0, le=1.0)
+    std: float = Field(gt=0.0, le=1.0)
+
+
+class TrainConfig(_Section):
+    """Optimisation recipe.
+
+    Args:
+        epochs: Number of epochs.
+        batch_size: Images per optimisation step.
+        optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
+        lr: Peak learning rate, reached after warm-up; the schedule never replaces it.
+        weight_decay: Decoupled weight decay (not applied to norms and biases).
+        warmup_epochs: Linear warm-up length in epochs (fractions allowed).
+        min_lr: Learning rate at the end of the cosine decay.
+        label_smoothing: Cross-entropy label smoothing.
+        sa_lambda: Weight of the self-attention regularisation term.
+        ema: Keep an exponential moving average of the weights and evaluate with it.
+        ema_decay: EMA decay per step.
+        precision: ``auto`` (bf16 on CPUs that support it, fp16 on CUDA), ``fp32``, ``bf16``,
+            ``fp16`` (CUDA only).
+        grad_clip: Maximum gradient norm; null disables clipping.
+        early_stopping_patience: Stop after this many epochs without a better val accuracy;
+            0 disables early stopping.
+        class_balance: ``none``, ``loss`` (inverse-frequency class weights) or ``sampler``
+            (class-balanced sampling).
+        seed: Seed for initialisation, shuffling and augmentation.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        num_threads: CPU threads for torch; 0 keeps torch's default.
+        max_minutes: Wall-clock budget; training stops after the epoch that exceeds it.
+        output_dir: Where checkpoints and metrics are written.
+        resume: Continue from ``output_dir/last.pt`` when it exists.
+    """
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    optimizer: Literal["adamw", "sgd"]
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    warmup_epochs: float = Field(ge=0.0)
+    min_lr: float = Field(ge=0.0)
+    label_smoothing: float = Field(ge=0.0, lt=1.0)
+    sa_lambda: float = Field(ge=0.0)
+    ema: bool
+    ema_decay: float = Field(gt=0.0, lt=1.0)
+    precision: Precision
+    grad_clip: float | None = Field(gt=0.0)
+    early_stopping_patience: int = Field(ge=0)
+    class_balance: Literal["none", "loss", "sampler"]
+    seed: int = Field(ge=0)
+    device: str
+    num_threads: int = Field(ge=0)
+    max_minutes: float | None = Field(gt=0.0)
+    output_dir: Path
+    resume: bool
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()):
+            return device
+        raise ValueError(f"must be one of 'auto', 'cpu', 'cuda', 'cuda:N', got {device!r}")
+
+    @model_validator(mode="after")
+    def _min_below_peak(self) -> TrainConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        return self
+
+
+class EvaluateConfig(_Section):
+    """How a trained model is scored.
+
+    Args:
+        split: Split of ``data.root`` to score.
+        tta: Average predictions over ten crops (TenCrop: corners, centre and their mirrors).
+        batch_size: Images per forward pass.
+        output_dir: Where the report, confusion matrix and plots are written.
+    """
+
+    split: str
+    tta: bool
+    batch_size: int = Field(ge=1)
+    output_dir: Path
+
+
+class Params(_Section):
+    """All sections of ``params.yaml``."""
+
+    data: DataConfig
+    augment: AugmentConfig
+    model: ModelConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+
+
+def load_params(path: Path | str = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> Params:
+    """Read, override and validate a params file.
+
+    Relative paths inside the file are resolved against the file's folder, so the result does not
+    depend on the working directory.
+
+    Args:
+        path: The YAML file.
+        overrides: ``section.key=value`` strings; values are parsed as YAML scalars or lists.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        ConfigError: The file is missing or unreadable, or a key or value is invalid.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: params file not found") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides)
+    params = params_from_dict(raw, source=str(path))
+    return resolve_paths(params, path.resolve().parent)
+
+
+def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
+    """Validate a nested mapping (e.g. the config stored in a checkpoint) into :class:`Params`."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with ``section.key=value`` overrides applied.
+
+    Raises:
+        ConfigError: An override is malformed or names a key that does not exist.
+    """
+    result: dict[str, Any] = copy.deepcopy(dict(raw))
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"override {override!r}: expected section.key=value, e.g. train.lr=3e-4")
+        node: Any = result
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(_unknown_key(".".join(parts[: depth + 1]), node))
+            node = node[part]
+        if not isinstance(node, dict) or parts[-1] not in node:
+            raise ConfigError(_unknown_key(key.strip(), node))
+        try:
+            node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {override!r}: value is not valid YAML: {error}") from None
+    return result
+
+
+def resolve_paths(params: Params, base_dir: Path) -> Params:
+    """Make the relative paths of ``params`` absolute against ``base_dir``."""
+
+    def absolute(path: Path) -> Path:
+        return path if path.is_absolute() else (base_dir / path).resolve()
+
+    return params.model_copy(
+        update={
+            "data": params.data.model_copy(update={"root": absolute(params.data.root)}),
+            "train": params.train.model_copy(update={"output_dir": absolute(params.train.output_dir)}),
+            "evaluate": params.evaluate.model_copy(
+                update={"output_dir": absolute(params.evaluate.output_dir)}
+            ),
+        }
+    )
+
+
+def flatten(params: Params) -> dict[str, str]:
+    """Flatten to ``section.key -> str`` (for experiment trackers and reports)."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, item)
+        else:
+            flat[prefix] = str(value)
+
+    walk("", params.model_dump(mode="json"))
+    return flat
+
+
+def _unknown_key(key: str, node: Any) -> str:
+    allowed = ", ".join(sorted(node)) if isinstance(node, dict) else "(none: not a section)"
+    return f"override {key}: unknown key; allowed keys here: {allowed}"
+
+
+def _allowed_keys(loc: Sequence[str | int]) -> str:
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    return ", ".join(model.model_fields)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration ({error.error_count()} problem(s))"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(root)"
+        kind = item["type"]
+        if kind == "extra_forbidden":
+            lines.append(f"  {key}: unknown key; allowed keys: {_allowed_keys(item['loc'])}")
+        elif kind == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def literal_values(annotation: Any) -> tuple[Any, ...]:
+    """Allowed values of a ``Literal`` type (used in help texts)."""
+    return get_args(annotation)
+
+
+__all__ = [
+    "FER2013_CLASSES",
+    "AugmentConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvaluateConfig",
+    "ModelConfig",
+    "Params",
+    "TrainConfig",
+    "apply_overrides",
+    "flatten",
+    "load_params",
+    "params_from_dict",
+    "resolve_paths",
+]
