@@ -20,8 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from emonext.fileio import atomic_write
 from emonext.config import ConfigError, Params, params_from_dict
+from emonext.fileio import atomic_write
 from emonext.models import EmotionModel, create_model
 
 CHECKPOINT_FORMAT = "emonext-checkpoint/1"
@@ -102,7 +102,9 @@ def read_checkpoint(reference: str | Path) -> Checkpoint:
             with safe_open(str(path), framework="pt") as handle:
                 header = dict(handle.metadata() or {})
             state_dict = load_file(str(path))
-            metadata = {key: json.loads(value) for key, value in header.items() if key not in ("format", "params")}
+            metadata = {
+                key: json.loads(value) for key, value in header.items() if key not in ("format", "params")
+            }
             params_json, classes = header.get("params"), metadata.pop("classes", None)
         else:
             state = load_training_state(path)
@@ -114,12 +116,15 @@ def read_checkpoint(reference: str | Path) -> Checkpoint:
         raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
     if header.get("format") != CHECKPOINT_FORMAT or not params_json or not classes:
         raise CheckpointError(
-            f"{path}: not an emonext checkpoint (format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
+            f"{path}: not an emonext checkpoint "
+            f"(format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
         )
     try:
         params = params_from_dict(json.loads(params_json), source=f"{path} (stored params)")
     except ConfigError as error:
-        raise CheckpointError(f"{path}: stored configuration is not valid for this version:\n{error}") from None
+        raise CheckpointError(
+            f"{path}: stored configuration is not valid for this version:\n{error}"
+        ) from None
     return Checkpoint(path, params, tuple(classes), state_dict, metadata)
 
 

@@ -72,7 +72,9 @@ class LoadReport:
     malformed_rows: list[MalformedRow] = field(default_factory=list)
 
 
-def load_splits(config: DataConfig, splits: Sequence[str], seed: int) -> tuple[dict[str, FaceDataset], LoadReport]:
+def load_splits(
+    config: DataConfig, splits: Sequence[str], seed: int
+) -> tuple[dict[str, FaceDataset], LoadReport]:
     """Load the requested splits of ``config.root`` into memory.
 
     When the data has no ``config.val_split`` but it is requested, a stratified
@@ -139,11 +141,8 @@ def stratified_holdout(dataset: FaceDataset, fraction: float, seed: int) -> tupl
     labels = dataset.labels.numpy()
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
-        count = round(len(members) * fraction)
-        if len(members) >= 2:
-            count = min(max(count, 1), len(members) - 1)
-        else:
-            count = 0
+        # At least one face per class is held out, and at least one stays for training.
+        count = min(max(round(len(members) * fraction), 1), len(members) - 1) if len(members) >= 2 else 0
         held_out.extend(generator.permutation(members)[:count].tolist())
     held = sorted(held_out)
     rest = sorted(set(range(len(dataset))) - set(held))

@@ -82,7 +82,9 @@ def read_fer2013_csv(path: Path, classes: Sequence[str] = FER2013_CLASSES) -> Fe
         header = [column.strip().lower() for column in next(reader, [])]
         missing = [column for column in REQUIRED_COLUMNS if column not in header]
         if missing:
-            raise ValueError(f"{path}: header {header} lacks column(s) {missing}; expected emotion,pixels,Usage")
+            raise ValueError(
+                f"{path}: header {header} lacks column(s) {missing}; expected emotion,pixels,Usage"
+            )
         emotion_at, pixels_at = header.index("emotion"), header.index("pixels")
         usage_at = header.index("usage") if "usage" in header else None
 

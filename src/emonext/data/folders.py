@@ -82,8 +82,14 @@ def scan_image_folders(root: Path, classes: Sequence[str]) -> FolderScan:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: data folder not found")
     class_index = {name: index for index, name in enumerate(classes)}
-    subfolders = sorted(child for child in root.iterdir() if child.is_dir() and not child.name.startswith("."))
-    split_folders = {child: SPLIT_ALIASES[child.name.lower()] for child in subfolders if child.name.lower() in SPLIT_ALIASES}
+    subfolders = sorted(
+        child for child in root.iterdir() if child.is_dir() and not child.name.startswith(".")
+    )
+    split_folders = {
+        child: SPLIT_ALIASES[child.name.lower()]
+        for child in subfolders
+        if child.name.lower() in SPLIT_ALIASES
+    }
 
     scan = FolderScan()
     if split_folders:

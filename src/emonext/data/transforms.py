@@ -94,7 +94,8 @@ def train_transform(
     source = images.float()
     if source.shape[-1] > 2 * size:
         source = resize(source, 2 * size)  # bilinear sampling aliases when shrinking a lot
-    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # "border" matches the eval resize at the edges; rotated corners repeat the edge pixels.
+    warped = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=False)
     batch = normalize(warped, model)
     if augment.random_erasing > 0:
         batch = random_erasing(batch, augment.random_erasing, generator)

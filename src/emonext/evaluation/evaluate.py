@@ -62,13 +62,14 @@ def predict_probabilities(
         for start in tqdm(starts, desc="predict", unit="batch", disable=not progress, leave=False):
             batch = images[start : start + batch_size]
             if tta:
-                views = ten_crop_transform(batch, model_config).to(device)
+                views = ten_crop_transform(batch, model_config)
                 with autocast(device, precision):
-                    logits = model(views.flatten(0, 1)).float()
+                    logits = model(views.flatten(0, 1).to(device, memory_format=torch.channels_last)).float()
                 probabilities = logits.softmax(-1).unflatten(0, views.shape[:2]).mean(1)
             else:
                 with autocast(device, precision):
-                    logits = model(eval_transform(batch, model_config).to(device)).float()
+                    inputs = eval_transform(batch, model_config).to(device, memory_format=torch.channels_last)
+                    logits = model(inputs).float()
                 probabilities = logits.softmax(-1)
             outputs.append(probabilities.cpu().numpy())
     finally:
@@ -109,9 +110,16 @@ def evaluate_dataset(
         )
     torch_device = select_device(device)
     precision = resolve_precision("auto" if torch_device.type == "cuda" else "fp32", torch_device)
-    model = model_from_checkpoint(checkpoint).to(torch_device)
+    model = model_from_checkpoint(checkpoint).to(torch_device, memory_format=torch.channels_last)
     probabilities = predict_probabilities(
-        model, dataset.images, checkpoint.params.model, batch_size, torch_device, precision, tta, progress=True
+        model,
+        dataset.images,
+        checkpoint.params.model,
+        batch_size,
+        torch_device,
+        precision,
+        tta,
+        progress=True,
     )
     predicted = probabilities.argmax(1)
     truth = dataset.labels.numpy()
@@ -119,18 +127,24 @@ def evaluate_dataset(
 
     output_dir.mkdir(parents=True, exist_ok=True)
     document = {
-        "name": name or checkpoint.path.parent.name,
+        "name": name or checkpoint.path.parent.name + ("+tta" if tta else ""),
         "model": str(checkpoint.path),
         "tta": tta,
         **report.to_dict(),
     }
     report_file = write_json(output_dir / REPORT_FILE, document)
-    confusion_file = write_json(output_dir / CONFUSION_FILE, dvc_confusion_rows(truth, predicted, dataset.classes))
+    confusion_file = write_json(
+        output_dir / CONFUSION_FILE, dvc_confusion_rows(truth, predicted, dataset.classes)
+    )
     plot = plot_confusion_matrix(
-        report.confusion, dataset.classes, output_dir / CONFUSION_PLOT,
+        report.confusion,
+        dataset.classes,
+        output_dir / CONFUSION_PLOT,
         title=f"{document['name']}: accuracy {report.accuracy:.1%} (n={report.num_samples})",
     )
-    logger.info("accuracy %.4f, macro-F1 %.4f on %d faces", report.accuracy, report.macro_f1, report.num_samples)
+    logger.info(
+        "accuracy %.4f, macro-F1 %.4f on %d faces", report.accuracy, report.macro_f1, report.num_samples
+    )
     return EvaluationResult(report, report_file, confusion_file, plot)
 
 

@@ -39,7 +39,9 @@ class TimmClassifier(EmotionModel):
             kwargs["drop_path_rate"] = drop_path
         elif drop_path > 0:
             logger.warning("%s has no stochastic depth; model.drop_path=%s is ignored", name, drop_path)
-        self.backbone = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
+        self.backbone = timm.create_model(
+            name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs
+        )
 
     def forward_with_attention(self, x: torch.Tensor) -> ModelOutput:
         return ModelOutput(logits=self.backbone(x), attention=None)

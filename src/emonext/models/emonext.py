@@ -172,7 +172,9 @@ class EmoNeXt(EmotionModel):
         # SE after the downsampling layer that opens stages 1..3, as in the paper.
         self.se = nn.ModuleList(
             [
-                SEModule(width, rd_ratio=1.0 / se_reduction, rd_divisor=1) if use_se and index > 0 else nn.Identity()
+                SEModule(width, rd_ratio=1.0 / se_reduction, rd_divisor=1)
+                if use_se and index > 0
+                else nn.Identity()
                 for index, width in enumerate(stage_widths)
             ]
         )

@@ -7,6 +7,7 @@ ConvNeXt release format (``{"model": {...}}`` with ``downsample_layers.*`` keys)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +77,15 @@ def load_backbone_weights(backbone: nn.Module, source: str | Path) -> LoadedWeig
     """
     if str(source) == HUB:
         state = _hub_state_dict(backbone)
-        label = f"timm hub ({backbone.pretrained_cfg.get('hf_hub_id') or backbone.default_cfg.get('architecture')})"
+        label = f"timm hub ({backbone.pretrained_cfg.get('architecture')})"
     else:
         path = Path(source)
         state = read_state_dict(path)
         label = str(path)
-    state = checkpoint_filter_fn(state, backbone) if _is_convnext(backbone) else state
+    if _is_convnext(backbone):
+        # A file that is no ConvNeXt checkpoint stays as is: the key matching below reports it.
+        with contextlib.suppress(KeyError, RuntimeError):
+            state = checkpoint_filter_fn(state, backbone)
 
     own = backbone.state_dict()
     usable: dict[str, torch.Tensor] = {}

@@ -1,0 +1,53 @@
+"""Shared fixtures: the repository's params.yaml and bundled FER2013 sample, scaled down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emonext.config import Params, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS_FILE = REPO / "params.yaml"
+SAMPLE = REPO / "data" / "sample" / "fer2013"
+
+#: Small enough for a training epoch in well under a second on two cores.
+TINY = [
+    "model.backbone=convnext_atto",
+    "model.input_size=32",
+    "model.stem_stride=4",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.warmup_epochs=0.5",
+    "train.precision=fp32",
+    "data.max_per_class=6",
+]
+
+
+def tiny_params(output_dir: Path, *overrides: str) -> Params:
+    """The repository's params with a tiny model and data cap, writing into ``output_dir``."""
+    return load_params(
+        PARAMS_FILE,
+        [
+            *TINY,
+            f"train.output_dir={output_dir}",
+            f"evaluate.output_dir={output_dir / 'evaluate'}",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture
+def params(tmp_path: Path) -> Params:
+    return tiny_params(tmp_path / "run")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained once for the whole session; returns its output folder."""
+    from emonext.training import train
+
+    output_dir = tmp_path_factory.mktemp("trained") / "run"
+    train(tiny_params(output_dir), progress=False)
+    return output_dir
