@@ -117,8 +117,9 @@ class ModelConfig(_Section):
         arch: ``emonext`` or a baseline (``resnet18``, ``resnet34``, ``vgg19_bn``, ``densenet121``).
         backbone: timm ConvNeXt variant used by EmoNeXt (``convnext_atto`` ... ``convnext_xlarge``).
         input_size: Side length of the network input; decoded faces are resized to it.
-        stem_stride: ConvNeXt patchify-stem stride (4 as in the paper; 2 keeps more detail on
-            small faces).
+        output_stride: Overall stride of the ConvNeXt backbone: 32 as in the paper; 16 or 8 turn
+            the last stages' downsampling into dilation, keeping more spatial detail of small
+            faces at a higher cost (pretrained weights stay compatible).
         stn: Use the Spatial Transformer Network.
         se: Use Squeeze-and-Excitation blocks at the stage transitions.
         se_reduction: SE channel reduction ratio.
@@ -136,7 +137,7 @@ class ModelConfig(_Section):
     arch: ModelArch
     backbone: ConvNeXtVariant
     input_size: int = Field(ge=16, le=1024)
-    stem_stride: Literal[2, 4]
+    output_stride: Literal[8, 16, 32]
     stn: bool
     se: bool
     se_reduction: int = Field(ge=1)

@@ -81,7 +81,7 @@ def test_missing_key_is_reported(tmp_path: Path) -> None:
         ("train.device=tpu", "'cuda:N'"),
         ("train.batch_size=0", "train.batch_size: Input should be greater than or equal to 1"),
         ("data.classes=[happy, happiness]", "unique after alias resolution"),
-        ("model.stem_stride=3", "model.stem_stride"),
+        ("model.output_stride=4", "model.output_stride"),
     ],
 )
 def test_bad_values_are_rejected(override: str, fragment: str) -> None:

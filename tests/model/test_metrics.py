@@ -22,7 +22,8 @@ from emonext.evaluation.metrics import (
     confusion_matrix,
     dvc_confusion_rows,
 )
-from emonext.evaluation.plots import plot_comparison, plot_confusion_matrix, write_atomically
+from emonext.evaluation.plots import plot_comparison, plot_confusion_matrix
+from emonext.fileio import write_atomically
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -135,7 +135,7 @@ def test_pretrained_backbone_from_timm_and_official_files(tmp_path: Path) -> Non
     torch.save({"model": to_official_convnext_keys(reference.state_dict())}, official_file)
 
     for weights in (timm_file, official_file):
-        params = load_params(PARAMS_FILE, [f"model.pretrained={weights}", "model.stem_stride=4"])
+        params = load_params(PARAMS_FILE, [f"model.pretrained={weights}", "model.output_stride=16"])
         model = create_model(params.model, num_classes=7)
         for key, value in reference.state_dict().items():
             torch.testing.assert_close(model.backbone.state_dict()[key], value, msg=f"{weights.name}: {key}")
@@ -190,3 +190,10 @@ def to_official_convnext_keys(state: dict[str, torch.Tensor]) -> dict[str, torch
             value = value.reshape(value.shape[0], -1)
         official[key] = value
     return official
+
+
+@pytest.mark.parametrize(("output_stride", "side"), [(32, 2), (16, 4), (8, 8)])
+def test_output_stride_sets_the_feature_map_size(output_stride: int, side: int) -> None:
+    model = EmoNeXt(num_classes=7, backbone="convnext_atto", output_stride=output_stride)
+    features = model.forward_features(torch.randn(1, 3, 64, 64))
+    assert features.shape == (1, 320, side, side)

@@ -97,6 +97,18 @@ def test_time_budget_stops_training(tmp_path: Path) -> None:
     assert result.stopped_early and "time budget" in result.stop_reason
 
 
+def test_early_stopping_on_a_val_accuracy_plateau(tmp_path: Path) -> None:
+    # A learning rate of ~0 without EMA or the STN's BatchNorm keeps val accuracy exactly flat.
+    frozen = ["train.lr=1e-12", "train.min_lr=0", "train.ema=false", "model.stn=false"]
+    result = train(
+        tiny_params(tmp_path / "plateau", "train.epochs=6", "train.early_stopping_patience=2", *frozen),
+        progress=False,
+    )
+    assert [row.epoch for row in result.history] == [1, 2, 3]
+    assert result.stopped_early and "no val accuracy gain for 2 epochs" in result.stop_reason
+    assert result.best_epoch == 1
+
+
 @pytest.mark.parametrize("balance", ["loss", "sampler"])
 def test_class_balancing_options_train(tmp_path: Path, balance: str) -> None:
     result = train(

@@ -24,7 +24,7 @@ def create_model(config: ModelConfig, num_classes: int) -> EmotionModel:
         model = EmoNeXt(
             num_classes=num_classes,
             backbone=config.backbone,
-            stem_stride=config.stem_stride,
+            output_stride=config.output_stride,
             use_stn=config.stn,
             use_se=config.se,
             se_reduction=config.se_reduction,

@@ -130,7 +130,7 @@ class EmoNeXt(EmotionModel):
     Args:
         num_classes: Number of emotion classes.
         backbone: timm ConvNeXt variant (``convnext_atto`` ... ``convnext_xlarge``).
-        stem_stride: Patchify stem stride (4 in ConvNeXt; 2 keeps detail on small faces).
+        output_stride: Backbone output stride (32 in ConvNeXt; 16 or 8 dilate the last stages).
         use_stn: Prepend the Spatial Transformer Network.
         use_se: Add Squeeze-and-Excitation after each downsampling layer.
         se_reduction: SE channel reduction ratio.
@@ -146,7 +146,7 @@ class EmoNeXt(EmotionModel):
         self,
         num_classes: int,
         backbone: str = "convnext_tiny",
-        stem_stride: int = 4,
+        output_stride: int = 32,
         use_stn: bool = True,
         use_se: bool = True,
         se_reduction: int = 16,
@@ -166,7 +166,7 @@ class EmoNeXt(EmotionModel):
             num_classes=0,
             in_chans=in_chans,
             drop_path_rate=drop_path,
-            patch_size=stem_stride,
+            output_stride=output_stride,
         )
         stage_widths = [info["num_chs"] for info in self.backbone.feature_info]
         # SE after the downsampling layer that opens stages 1..3, as in the paper.
