@@ -20,7 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from emonext.config import ConfigError, Params, params_from_dict
+from emonext.config import ConfigError, DataConfig, ModelConfig, Params, section_from_dict
 from emonext.fileio import atomic_write
 from emonext.models import EmotionModel, create_model
 
@@ -35,13 +35,20 @@ class CheckpointError(RuntimeError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Contents of a checkpoint file."""
+    """Contents of a checkpoint file.
+
+    Only the ``model`` and ``data`` sections of the stored params are validated: they describe
+    the network and its input, and the other sections may change between versions without
+    making older checkpoints unreadable. ``params`` keeps the full stored dict for provenance.
+    """
 
     path: Path
-    params: Params
+    model_config: ModelConfig
+    data_config: DataConfig
     classes: tuple[str, ...]
     state_dict: dict[str, torch.Tensor]
     metadata: dict[str, Any]
+    params: dict[str, Any]
 
 
 def save_model_checkpoint(
@@ -86,7 +93,9 @@ def resolve_checkpoint_path(reference: str | Path) -> Path:
                 return path / name
         raise CheckpointError(f"{path}: folder has no {BEST_CHECKPOINT} or {LAST_CHECKPOINT}")
     if not path.is_file():
-        raise CheckpointError(f"{path}: model checkpoint not found")
+        is_uri = ":/" in str(reference)
+        hint = " (model registry URIs are not supported yet: pass a checkpoint file)" if is_uri else ""
+        raise CheckpointError(f"{reference}: model checkpoint not found{hint}")
     return path
 
 
@@ -119,13 +128,16 @@ def read_checkpoint(reference: str | Path) -> Checkpoint:
             f"{path}: not an emonext checkpoint "
             f"(format {header.get('format')!r}, expected {CHECKPOINT_FORMAT!r})"
         )
+    params = json.loads(params_json)
+    source = f"{path} (stored params)"
     try:
-        params = params_from_dict(json.loads(params_json), source=f"{path} (stored params)")
+        model_config = section_from_dict(ModelConfig, params.get("model"), "model", source)
+        data_config = section_from_dict(DataConfig, params.get("data"), "data", source)
     except ConfigError as error:
         raise CheckpointError(
             f"{path}: stored configuration is not valid for this version:\n{error}"
         ) from None
-    return Checkpoint(path, params, tuple(classes), state_dict, metadata)
+    return Checkpoint(path, model_config, data_config, tuple(classes), state_dict, metadata, params)
 
 
 def model_from_checkpoint(checkpoint: Checkpoint) -> EmotionModel:
@@ -134,7 +146,7 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> EmotionModel:
     Raises:
         CheckpointError: The weights do not fit the described architecture.
     """
-    model_config = checkpoint.params.model.model_copy(update={"pretrained": None})
+    model_config = checkpoint.model_config.model_copy(update={"pretrained": None})
     model = create_model(model_config, num_classes=len(checkpoint.classes))
     try:
         result = model.load_state_dict(checkpoint.state_dict, strict=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,12 +42,200 @@ ConvNeXtVariant = Literal[
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
+SectionT = TypeVar("SectionT", bound="_Section")
+
+
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names every bad key."""
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EngineConfig(_Section):
+    """How one image search engine is driven (the ``generic`` adapter is configured entirely here).
+
+    Args:
+        results_url: Results-page URL template with ``{query}`` (URL-encoded keyword).
+        image_selector: CSS selector of the result elements that carry image URLs.
+        image_attributes: Attributes tried in order for the image URL (e.g. ``data-src``, ``src``,
+            ``href``); the first non-empty one wins.
+        json_attribute: Attribute holding JSON with the full-size image URL (as Bing's ``m``),
+            or null.
+        json_key: Key of the image URL inside that JSON.
+        more_button: CSS selector of a "more results" button clicked when scrolling stalls, or null.
+        url_pattern: Regular expression a URL must match to be kept (e.g. ``^https?://``).
+    """
+
+    results_url: str
+    image_selector: str
+    image_attributes: tuple[str, ...] = Field(min_length=1)
+    json_attribute: str | None
+    json_key: str | None
+    more_button: str | None
+    url_pattern: str
+
+
+class BrowserConfig(_Section):
+    """Headless Chromium driven by Selenium (Debian's chromium + chromium-driver).
+
+    Args:
+        binary: Chromium executable.
+        driver: ChromeDriver executable (explicit, so Selenium Manager never goes online).
+        headless: Run without a window.
+        page_load_timeout: Seconds to wait for a results page.
+        scroll_pause: Seconds to wait after each scroll for new results.
+        max_scrolls: Give up on a keyword after this many scrolls without reaching the target.
+    """
+
+    binary: Path
+    driver: Path
+    headless: bool
+    page_load_timeout: float = Field(gt=0)
+    scroll_pause: float = Field(ge=0)
+    max_scrolls: int = Field(ge=0)
+
+
+class DownloadConfig(_Section):
+    """Image downloads (requests in a thread pool) and their validation.
+
+    Args:
+        workers: Concurrent downloads.
+        timeout: Seconds per request (connect and read).
+        retries: Extra attempts on connection errors, timeouts and 429/5xx answers.
+        backoff: Base of the exponential back-off between attempts, in seconds.
+        per_host_delay: Minimum seconds between two requests to the same host.
+        proxy: HTTP(S) proxy URL, or null.
+        user_agent: User-Agent header.
+        min_bytes: Smaller downloads are rejected.
+        max_bytes: Larger downloads are rejected (and not read further).
+        max_pixels: Images with more pixels are rejected (decompression bombs).
+    """
+
+    workers: int = Field(ge=1, le=64)
+    timeout: float = Field(gt=0)
+    retries: int = Field(ge=0)
+    backoff: float = Field(ge=0)
+    per_host_delay: float = Field(ge=0)
+    proxy: str | None
+    user_agent: str
+    min_bytes: int = Field(ge=0)
+    max_bytes: int = Field(gt=0)
+    max_pixels: int = Field(gt=0)
+
+
+class ScrapeConfig(_Section):
+    """Web image search by emotion keyword.
+
+    Args:
+        output_dir: Where images (``<label>/<sha256>.<ext>``) and ``manifest.csv`` go.
+        engine: ``bing``, ``google`` or ``generic`` (configured by ``generic``).
+        keyword_templates: Search phrases per class, ``{emotion}`` is the class name.
+        images_per_keyword: Image URLs to collect per keyword.
+        classes: Classes to scrape; null for ``data.classes``.
+        generic: The generic engine adapter.
+        browser: Headless browser settings.
+        download: Download and validation settings.
+    """
+
+    output_dir: Path
+    engine: Literal["bing", "google", "generic"]
+    keyword_templates: tuple[str, ...] = Field(min_length=1)
+    images_per_keyword: int = Field(ge=1)
+    classes: tuple[str, ...] | None
+    generic: EngineConfig
+    browser: BrowserConfig
+    download: DownloadConfig
+
+
+class SourceConfig(_Section):
+    """One input of the cleaning step.
+
+    Args:
+        name: Short name recorded in the manifest (e.g. ``fer2013``, ``scraped``).
+        path: Image-folder tree or ``fer2013.csv``.
+        pre_cropped: Faces are already cropped and aligned (FER2013): skip face detection.
+    """
+
+    name: str
+    path: Path
+    pre_cropped: bool
+
+
+class FaceDetectionConfig(_Section):
+    """OpenCV Haar-cascade face detection and cropping.
+
+    Args:
+        cascade: Cascade file name in ``cv2.data.haarcascades`` or a path.
+        scale_factor: Cascade scale step.
+        min_neighbors: Cascade detection confidence (higher: fewer false faces).
+        min_size: Smallest face side in pixels of the original image.
+        detect_max_side: Images are downscaled to at most this side for detection (boxes are
+            mapped back), for speed.
+        margin: Extra border around the detected box, as a fraction of its side.
+        policy: ``largest`` keeps the largest face, ``all`` keeps every face as its own image.
+    """
+
+    cascade: str
+    scale_factor: float = Field(gt=1.0)
+    min_neighbors: int = Field(ge=0)
+    min_size: int = Field(ge=1)
+    detect_max_side: int = Field(ge=64)
+    margin: float = Field(ge=0.0, le=1.0)
+    policy: Literal["largest", "all"]
+
+
+class CleanConfig(_Section):
+    """Cleaning: decode checks, blur, exact and near duplicates, face crop, grayscale, resize.
+
+    Output images are ``data.image_size`` square grayscale faces.
+
+    Args:
+        sources: Inputs, in priority order (an image kept from an earlier source wins duplicates).
+        output_dir: Processed images, ``manifest.csv`` and the report.
+        min_side: Images (or face crops) with a smaller side are dropped as too small.
+        blur_threshold: Minimum variance of the Laplacian of the face crop; 0 disables.
+        near_duplicate_distance: Maximum perceptual-hash Hamming distance of near duplicates;
+            -1 keeps near duplicates (exact duplicates are always dropped).
+        hash_size: Perceptual hash side (``hash_size**2`` bits).
+        face: Face detection settings.
+        workers: Processes for decoding and face detection; 0 uses every core.
+    """
+
+    sources: tuple[SourceConfig, ...] = Field(min_length=1)
+    output_dir: Path
+    min_side: int = Field(ge=1)
+    blur_threshold: float = Field(ge=0.0)
+    near_duplicate_distance: int = Field(ge=-1, le=32)
+    hash_size: int = Field(ge=4, le=16)
+    face: FaceDetectionConfig
+    workers: int = Field(ge=0)
+
+
+class SplitConfig(_Section):
+    """Stratified, leakage-free, stable train/val/test split of the cleaned images.
+
+    Args:
+        ratios: Fractions for ``train``, ``val`` and ``test``; they must sum to 1.
+        honour_usage: Keep FER2013 rows in their original ``Usage`` split; ratio-split the rest.
+        output_dir: The split image folders (``<split>/<class>/``), ``split.csv`` and counts.
+        seed: Salt of the content-hash assignment.
+    """
+
+    ratios: dict[Literal["train", "val", "test"], float]
+    honour_usage: bool
+    output_dir: Path
+    seed: int = Field(ge=0)
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios_sum_to_one(cls, ratios: dict[str, float]) -> dict[str, float]:
+        if set(ratios) != {"train", "val", "test"} or any(value < 0 for value in ratios.values()):
+            raise ValueError(f"needs non-negative train, val and test fractions, got {ratios}")
+        if abs(sum(ratios.values()) - 1.0) > 1e-6:
+            raise ValueError(f"fractions must sum to 1, got {sum(ratios.values())}")
+        return ratios
 
 
 class DataConfig(_Section):
@@ -235,6 +423,9 @@ class EvaluateConfig(_Section):
 class Params(_Section):
     """All sections of ``params.yaml``."""
 
+    scrape: ScrapeConfig
+    clean: CleanConfig
+    split: SplitConfig
     data: DataConfig
     augment: AugmentConfig
     model: ModelConfig
@@ -280,6 +471,18 @@ def params_from_dict(raw: Mapping[str, Any], source: str = "params") -> Params:
         raise ConfigError(_describe(error, source)) from None
 
 
+def section_from_dict(section: type[SectionT], raw: Any, name: str, source: str = "params") -> SectionT:
+    """Validate one section (e.g. the ``model`` stored in a checkpoint) on its own.
+
+    Raises:
+        ConfigError: Naming ``name.key`` for every bad key.
+    """
+    try:
+        return section.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source, root=section, prefix=(name,))) from None
+
+
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of ``raw`` with ``section.key=value`` overrides applied.
 
@@ -306,21 +509,19 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[st
     return result
 
 
-def resolve_paths(params: Params, base_dir: Path) -> Params:
-    """Make the relative paths of ``params`` absolute against ``base_dir``."""
-
-    def absolute(path: Path) -> Path:
-        return path if path.is_absolute() else (base_dir / path).resolve()
-
-    return params.model_copy(
-        update={
-            "data": params.data.model_copy(update={"root": absolute(params.data.root)}),
-            "train": params.train.model_copy(update={"output_dir": absolute(params.train.output_dir)}),
-            "evaluate": params.evaluate.model_copy(
-                update={"output_dir": absolute(params.evaluate.output_dir)}
-            ),
-        }
-    )
+def resolve_paths(params: _Section, base_dir: Path) -> Any:
+    """Return ``params`` with every relative ``Path`` field (at any depth) made absolute against
+    ``base_dir``."""
+    updates: dict[str, Any] = {}
+    for name in type(params).model_fields:
+        value = getattr(params, name)
+        if isinstance(value, Path) and not value.is_absolute():
+            updates[name] = (base_dir / value).resolve()
+        elif isinstance(value, _Section):
+            updates[name] = resolve_paths(value, base_dir)
+        elif isinstance(value, tuple) and value and all(isinstance(item, _Section) for item in value):
+            updates[name] = tuple(resolve_paths(item, base_dir) for item in value)
+    return params.model_copy(update=updates) if updates else params
 
 
 def flatten(params: Params) -> dict[str, str]:
@@ -343,8 +544,8 @@ def _unknown_key(key: str, node: Any) -> str:
     return f"override {key}: unknown key; allowed keys here: {allowed}"
 
 
-def _allowed_keys(loc: Sequence[str | int]) -> str:
-    model: type[BaseModel] = Params
+def _allowed_keys(loc: Sequence[str | int], root: type[BaseModel]) -> str:
+    model = root
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field else None
@@ -354,23 +555,20 @@ def _allowed_keys(loc: Sequence[str | int]) -> str:
     return ", ".join(model.model_fields)
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def _describe(
+    error: ValidationError, source: str, root: type[BaseModel] = Params, prefix: tuple[str, ...] = ()
+) -> str:
     lines = [f"{source}: invalid configuration ({error.error_count()} problem(s))"]
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(root)"
+        key = ".".join(str(part) for part in (*prefix, *item["loc"])) or "(root)"
         kind = item["type"]
         if kind == "extra_forbidden":
-            lines.append(f"  {key}: unknown key; allowed keys: {_allowed_keys(item['loc'])}")
+            lines.append(f"  {key}: unknown key; allowed keys: {_allowed_keys(item['loc'], root)}")
         elif kind == "missing":
             lines.append(f"  {key}: required key is missing")
         else:
             lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
-
-
-def literal_values(annotation: Any) -> tuple[Any, ...]:
-    """Allowed values of a ``Literal`` type (used in help texts)."""
-    return get_args(annotation)
 
 
 __all__ = [
@@ -387,4 +585,5 @@ __all__ = [
     "load_params",
     "params_from_dict",
     "resolve_paths",
+    "section_from_dict",
 ]

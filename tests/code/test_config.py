@@ -41,7 +41,7 @@ def test_override_parses_yaml_values() -> None:
 def test_unknown_override_key_lists_allowed_keys() -> None:
     with pytest.raises(ConfigError, match=r"train\.lrr: unknown key; allowed keys here: .*\blr\b"):
         load_params(PARAMS_FILE, ["train.lrr=1"])
-    with pytest.raises(ConfigError, match=r"trian: unknown key; allowed keys here: augment, data"):
+    with pytest.raises(ConfigError, match=r"trian: unknown key; allowed keys here: augment, clean, data"):
         load_params(PARAMS_FILE, ["trian.lr=1"])
 
 

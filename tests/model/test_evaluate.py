@@ -29,10 +29,10 @@ def test_evaluate_writes_report_confusion_and_plot(trained_run: Path, tmp_path: 
 def test_tta_probabilities_are_distributions(trained_run: Path) -> None:
     checkpoint = read_checkpoint(trained_run)
     model = model_from_checkpoint(checkpoint)
-    datasets, _ = load_splits(checkpoint.params.data, ["val"], seed=0)
+    datasets, _ = load_splits(checkpoint.data_config, ["val"], seed=0)
     images = datasets["val"].images[:9]
-    plain = predict_probabilities(model, images, checkpoint.params.model, batch_size=4)
-    tta = predict_probabilities(model, images, checkpoint.params.model, batch_size=4, tta=True)
+    plain = predict_probabilities(model, images, checkpoint.model_config, batch_size=4)
+    tta = predict_probabilities(model, images, checkpoint.model_config, batch_size=4, tta=True)
     assert plain.shape == tta.shape == (9, 7)
     np.testing.assert_allclose(tta.sum(1), 1.0, rtol=1e-5)
     assert not np.allclose(plain, tta)
@@ -47,7 +47,7 @@ def test_evaluate_rejects_other_class_lists(trained_run: Path, tmp_path: Path) -
     from emonext.evaluation.evaluate import evaluate_dataset
 
     checkpoint = read_checkpoint(trained_run)
-    data = checkpoint.params.data.model_copy(update={"classes": ("happy", "sad")})
+    data = checkpoint.data_config.model_copy(update={"classes": ("happy", "sad")})
     datasets, _ = load_splits(data, ["val"], seed=0)
     with pytest.raises(ValueError, match="differ from the model's classes"):
         evaluate_dataset(checkpoint, datasets["val"], tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -34,15 +35,15 @@ def test_training_writes_metrics_and_checkpoints(trained_run: Path) -> None:
     checkpoint = read_checkpoint(trained_run)
     assert checkpoint.path.name == "best.safetensors"
     assert checkpoint.classes == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-    assert checkpoint.params.model.input_size == 32
+    assert checkpoint.model_config.input_size == 32
     assert checkpoint.metadata["epoch"] == summary["best_epoch"]
 
 
 def test_best_checkpoint_reproduces_its_val_accuracy(trained_run: Path) -> None:
     checkpoint = read_checkpoint(trained_run / "best.safetensors")
     model = model_from_checkpoint(checkpoint)
-    datasets, _ = load_splits(checkpoint.params.data, ["val"], seed=0)
-    probabilities = predict_probabilities(model, datasets["val"].images, checkpoint.params.model)
+    datasets, _ = load_splits(checkpoint.data_config, ["val"], seed=0)
+    probabilities = predict_probabilities(model, datasets["val"].images, checkpoint.model_config)
     accuracy = (probabilities.argmax(1) == datasets["val"].labels.numpy()).mean()
     assert accuracy == pytest.approx(checkpoint.metadata["val_accuracy"])
     resumable = read_checkpoint(trained_run / "last.pt")
@@ -135,10 +136,6 @@ def test_corrupt_and_mismatched_checkpoints_are_clear_errors(trained_run: Path, 
     with pytest.raises(CheckpointError, match="model checkpoint not found"):
         read_checkpoint(tmp_path / "nothing.safetensors")
     checkpoint = read_checkpoint(trained_run)
-    other_arch = checkpoint.params.model_copy(
-        update={"model": checkpoint.params.model.model_copy(update={"backbone": "convnext_femto"})}
-    )
+    other_arch = checkpoint.model_config.model_copy(update={"backbone": "convnext_femto"})
     with pytest.raises(CheckpointError, match="weights do not fit emonext/convnext_femto"):
-        model_from_checkpoint(
-            type(checkpoint)(checkpoint.path, other_arch, checkpoint.classes, checkpoint.state_dict, {})
-        )
+        model_from_checkpoint(dataclasses.replace(checkpoint, model_config=other_arch))

@@ -18,7 +18,7 @@ from emonext.evaluation.metrics import ClassificationReport, classification_repo
 from emonext.evaluation.plots import plot_confusion_matrix
 from emonext.fileio import write_json
 from emonext.models import EmotionModel
-from emonext.runtime import ResolvedPrecision, autocast, resolve_precision, select_device
+from emonext.runtime import ResolvedPrecision, autocast, select_device
 
 logger = logging.getLogger(__name__)
 
@@ -109,17 +109,10 @@ def evaluate_dataset(
             f"data classes {list(dataset.classes)} differ from the model's classes {list(checkpoint.classes)}"
         )
     torch_device = select_device(device)
-    precision = resolve_precision("auto" if torch_device.type == "cuda" else "fp32", torch_device)
     model = model_from_checkpoint(checkpoint).to(torch_device, memory_format=torch.channels_last)
+    # fp32 everywhere, as the trainer's validation: scores match the saved val accuracy.
     probabilities = predict_probabilities(
-        model,
-        dataset.images,
-        checkpoint.params.model,
-        batch_size,
-        torch_device,
-        precision,
-        tta,
-        progress=True,
+        model, dataset.images, checkpoint.model_config, batch_size, torch_device, "fp32", tta, progress=True
     )
     predicted = probabilities.argmax(1)
     truth = dataset.labels.numpy()
@@ -171,7 +164,7 @@ def evaluate_model(
         device: ``auto``, ``cpu`` or ``cuda``.
     """
     checkpoint = read_checkpoint(model_reference)
-    data_config = checkpoint.params.data.model_copy(update={"max_per_class": None})
+    data_config = checkpoint.data_config.model_copy(update={"max_per_class": None})
     dataset, load_report = load_folder(data, data_config, split)
     if load_report.unreadable:
         logger.warning("%d unreadable images skipped", len(load_report.unreadable))

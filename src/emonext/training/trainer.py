@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -80,7 +80,6 @@ class TrainResult:
     metrics_file: Path
     stopped_early: bool = False
     stop_reason: str = ""
-    extra: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         last = self.history[-1]
@@ -206,13 +205,14 @@ def train(
         evaluated = ema.module if ema is not None else model
         val_accuracy = val_macro_f1 = float("nan")
         if val_set is not None and len(val_set):
+            # fp32, as `emonext evaluate`: the saved val accuracy is what evaluation reproduces.
             probabilities = predict_probabilities(
                 evaluated,
                 val_set.images,
                 params.model,
                 batch_size=max(config.batch_size, 256),
                 device=device,
-                precision=precision,
+                precision="fp32",
             )
             report = classification_report(val_set.labels.numpy(), probabilities.argmax(1), classes)
             val_accuracy, val_macro_f1 = report.accuracy, report.macro_f1
