@@ -7,7 +7,7 @@ Squeeze-and-Excitation blocks and a self-attention regularisation term.
 
 from emonext import _torchvision_guard
 
-# Must run before anything imports timm (which imports torchvision).
-_torchvision_guard.install()
+# timm imports torchvision: the guard must run before torchvision's first import.
+_torchvision_guard.install_import_hook()
 
 __version__ = "0.1.0"

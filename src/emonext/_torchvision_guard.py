@@ -8,14 +8,22 @@ to load silently and ``import torchvision`` (so ``import timm``) raises
 When, and only when, the extension cannot be loaded, we declare the schemas of the two operators
 torchvision registers fakes for. Pure-Python torchvision (transforms, ``ops.misc``) then works;
 its compiled ops (``ops.nms``, ``io`` decoders) stay unavailable and emonext never uses them.
+
+``import emonext`` installs an import hook that runs the guard just before torchvision is first
+imported, by whichever module: processes that never touch torchvision (cleaning workers, the
+config loader) do not pay for importing torch.
 """
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
 import importlib.util
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +71,33 @@ def install() -> bool:
     if declared:
         logger.debug("torchvision extension unavailable (%s); declared operator schemas", reason)
     return declared
+
+
+class _BeforeTorchvisionImport(importlib.abc.MetaPathFinder):
+    """Runs :func:`install` once, when ``torchvision`` is about to be imported; finds nothing."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname == "torchvision":
+            uninstall_import_hook()
+            install()
+        return None
+
+
+_HOOK = _BeforeTorchvisionImport()
+
+
+def install_import_hook() -> None:
+    """Run :func:`install` right before torchvision's first import (now, if it is imported already)."""
+    if "torchvision" in sys.modules or _HOOK in sys.meta_path:
+        return
+    sys.meta_path.insert(0, _HOOK)
+
+
+def uninstall_import_hook() -> None:
+    if _HOOK in sys.meta_path:
+        sys.meta_path.remove(_HOOK)
 
 
 def _op_exists(name: str) -> bool:

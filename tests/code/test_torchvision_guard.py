@@ -30,6 +30,20 @@ def test_timm_and_torchvision_transforms_import_after_emonext() -> None:
     assert "ok ConvNeXt" in result.stdout
 
 
+def test_timm_imports_whatever_the_import_order() -> None:
+    # Third-party imports come first in sorted imports: `import timm` before any emonext module.
+    result = run_python(
+        """
+        import emonext, sys
+        assert "torch" not in sys.modules, "import emonext alone must not import torch"
+        import timm
+        print("ok", timm.__version__)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")
+
+
 def test_guard_does_nothing_when_the_extension_loads() -> None:
     # Stand in for a loadable torchvision extension with a shared library that does load: torch's own.
     result = run_python(
