@@ -1,8 +1,9 @@
 """Budgeted run: train the default config on full FER2013 for a fixed wall-clock budget.
 
-The number of epochs is chosen so the cosine schedule ends inside the budget: a short timed probe
-of training steps estimates an epoch's duration, and ``train.max_minutes`` stops the run
-regardless. Validation is FER2013's PublicTest split (``val/`` in the image-folder tarball).
+The number of epochs is chosen so the cosine schedule ends inside the budget: a one-epoch probe
+of the real trainer on a subset, plus one validation pass, estimates an epoch's duration, and
+``train.max_minutes`` stops the run regardless. Validation is FER2013's PublicTest split (``val/``
+in the image-folder tarball).
 
     python bench/budgeted_run.py --data ../shared/data/fer2013-train-val.tar.gz --minutes 30
 """
@@ -12,71 +13,48 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import statistics
 import sys
-import tarfile
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from fer2013_data import SHARED_FER2013, fer2013_root
 
-from emonext.config import load_params
-from emonext.data.dataset import load_splits
-from emonext.data.transforms import train_transform
+from emonext.config import Params, load_params
+from emonext.data.dataset import FaceDataset, load_splits
+from emonext.evaluation.evaluate import predict_probabilities
 from emonext.fileio import write_json
-from emonext.models import attention_regularization, create_model
-from emonext.runtime import autocast, resolve_precision
+from emonext.models import create_model
 from emonext.training import train
 
 logger = logging.getLogger("bench.budgeted_run")
 
 
-def fer2013_root(data: Path, cache: Path) -> Path:
-    """The image-folder root inside ``data`` (a folder or the shared tarball, unpacked once)."""
-    if data.is_dir():
-        return data / "fer2013" if (data / "fer2013").is_dir() else data
-    target = cache / "fer2013"
-    if not target.is_dir():
-        logger.info("unpacking %s into %s", data, cache)
-        cache.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(data) as archive:
-            archive.extractall(cache, filter="data")
-    return target
-
-
-def seconds_per_step(params_file: Path, overrides: list[str], steps: int = 12) -> float:
-    params = load_params(params_file, overrides)
+def seconds_per_epoch(params: Params, datasets: dict[str, FaceDataset], probe_images: int = 3000) -> float:
+    """Estimate one epoch's wall time with the real trainer: a one-epoch run on ``probe_images``
+    training faces (augmentation, EMA, logging included) plus one full validation pass."""
+    train_set = datasets[params.data.train_split]
+    probe_set = train_set.subset(
+        torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:probe_images]
+    )
+    with tempfile.TemporaryDirectory() as probe_dir:
+        probe_params = params.model_copy(
+            update={"train": params.train.model_copy(update={"epochs": 1, "output_dir": Path(probe_dir)})}
+        )
+        result = train(probe_params, datasets={params.data.train_split: probe_set}, progress=False)
+    train_seconds = result.history[0].seconds * len(train_set) / len(probe_set)
     model = create_model(params.model, num_classes=len(params.data.classes)).to(
         memory_format=torch.channels_last
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    device = torch.device("cpu")
-    precision = resolve_precision(params.train.precision, device)
-    size = params.data.image_size
-    images = torch.randint(0, 256, (params.train.batch_size, 1, size, size), dtype=torch.uint8)
-    labels = torch.randint(0, len(params.data.classes), (params.train.batch_size,))
-    generator = torch.Generator().manual_seed(0)
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        batch = train_transform(images, params.augment, params.model, generator)
-        with autocast(device, precision):
-            output = model.forward_with_attention(batch.contiguous(memory_format=torch.channels_last))
-        loss = F.cross_entropy(output.logits.float(), labels)
-        if output.attention is not None:
-            loss = loss + attention_regularization(output.attention)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:])
+    start = time.perf_counter()
+    predict_probabilities(model, datasets[params.data.val_split].images, params.model, batch_size=256)
+    return train_seconds + time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013-train-val.tar.gz"))
+    parser.add_argument("--data", type=Path, default=SHARED_FER2013)
     parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -91,13 +69,10 @@ def main() -> None:
     datasets, _ = load_splits(
         params.data, [params.data.train_split, params.data.val_split], seed=params.train.seed
     )
-    steps = math.ceil(len(datasets[params.data.train_split]) / params.train.batch_size)
-    step_seconds = seconds_per_step(args.params, overrides)
-    # 15% headroom for validation, EMA updates and the noisy shared machine.
-    epochs = max(1, int(args.minutes * 60 / (steps * step_seconds * 1.15)))
-    logger.info(
-        "%.3f s/step x %d steps/epoch -> %d epochs in %.0f minutes", step_seconds, steps, epochs, args.minutes
-    )
+    epoch_seconds = seconds_per_epoch(params, datasets)
+    # 5% headroom: the machine is shared and noisy.
+    epochs = max(1, int(args.minutes * 60 / (epoch_seconds * 1.05)))
+    logger.info("about %.0f s per epoch -> %d epochs in %.0f minutes", epoch_seconds, epochs, args.minutes)
 
     params = load_params(
         args.params, [*overrides, f"train.epochs={epochs}", f"train.max_minutes={args.minutes}"]
@@ -107,6 +82,7 @@ def main() -> None:
         **result.summary(),
         "budget_minutes": args.minutes,
         "planned_epochs": epochs,
+        "estimated_epoch_seconds": round(epoch_seconds, 1),
         "train_images": len(datasets[params.data.train_split]),
         "val_images": len(datasets[params.data.val_split]),
         "final_val_accuracy": result.history[-1].val_accuracy,
