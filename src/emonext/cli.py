@@ -60,7 +60,10 @@ def _reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except KeyboardInterrupt:
-            stderr.print("[yellow]interrupted[/yellow]; finished epochs are kept (--set train.resume=true)")
+            stderr.print(
+                "[yellow]interrupted[/yellow]: finished work is kept; run the command again to resume "
+                "(train: --set train.resume=true)"
+            )
             raise typer.Exit(130) from None
         except USER_ERRORS as error:
             stderr.print(f"[bold red]error:[/bold red] {error}", highlight=False)
@@ -75,6 +78,59 @@ def _load(params_file: Path, overrides: list[str] | None) -> Params:
 
 def _print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
+
+
+@app.command()
+@_reports_errors
+def scrape(
+    params_file: ParamsOption = DEFAULT_PARAMS_FILE,
+    overrides: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    verbose: VerboseOption = False,
+) -> None:
+    """Search the web for each emotion keyword and download validated images into scrape.output_dir.
+
+    Every URL gets a row in manifest.csv (kept, duplicate, or why it failed); re-runs resume.
+    """
+    _setup_logging(verbose)
+    from emonext.scraping import scrape as run_scrape
+
+    params = _load(params_file, overrides)
+    summary = run_scrape(params.scrape, params.scrape.classes or params.data.classes, progress=progress)
+    _print_json(summary.to_dict())
+
+
+@app.command()
+@_reports_errors
+def clean(
+    params_file: ParamsOption = DEFAULT_PARAMS_FILE,
+    overrides: SetOption = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    verbose: VerboseOption = False,
+) -> None:
+    """Drop corrupt, tiny, blurry, duplicate and faceless images; crop faces; write clean.output_dir."""
+    _setup_logging(verbose)
+    from emonext.cleaning import clean as run_clean
+
+    params = _load(params_file, overrides)
+    report = run_clean(params.clean, params.data, progress=progress)
+    _print_json(report.to_dict())
+
+
+@app.command()
+@_reports_errors
+def split(
+    params_file: ParamsOption = DEFAULT_PARAMS_FILE,
+    overrides: SetOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Split the cleaned faces into train/val/test (stratified, leakage-free, stable)."""
+    _setup_logging(verbose)
+    from emonext.splitting import split as run_split
+
+    params = _load(params_file, overrides)
+    report = run_split(params.split, params.clean.output_dir, params.data)
+    _print_json(report.to_dict())
 
 
 @app.command()

@@ -14,7 +14,9 @@ from tests.conftest import PARAMS_FILE, SAMPLE
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["compare"], ["params"]])
+@pytest.mark.parametrize(
+    "command", [[], ["scrape"], ["clean"], ["split"], ["train"], ["evaluate"], ["compare"], ["params"]]
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
