@@ -723,10 +723,8 @@ class FaceProcessor:
             ok, encoded = cv2.imencode(".png", face)
             if not ok:
                 raise ValueError(f"OpenCV could not encode the face {result.sha256} as PNG")
-            # Two workers may write the same face (exact duplicates): rename makes that harmless.
-            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            temporary.write_bytes(encoded.tobytes())
-            os.replace(temporary, target)
+            # Two workers may write the same face (exact duplicates): the atomic rename makes that harmless.
+            write_atomically(target, encoded.tobytes())
         result.path = relative
 
 
