@@ -38,6 +38,7 @@ SetOption = Annotated[
     typer.Option("--set", "-s", help="override a params key, e.g. --set train.lr=3e-4 (repeatable)"),
 ]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")]
+ProgressOption = Annotated[bool, typer.Option(help="show progress bars")]
 
 #: Errors that are the user's input, reported as one clear message instead of a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, FileNotFoundError, ValueError, RuntimeError)
@@ -76,6 +77,12 @@ def _load(params_file: Path, overrides: list[str] | None) -> Params:
     return load_params(params_file, overrides or [])
 
 
+def _start(params_file: Path, overrides: list[str] | None, verbose: bool) -> Params:
+    """What every pipeline-step command does first: logging to stderr, then the validated params."""
+    _setup_logging(verbose)
+    return _load(params_file, overrides)
+
+
 def _print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2) + "\n")
 
@@ -85,17 +92,16 @@ def _print_json(document: Any) -> None:
 def scrape(
     params_file: ParamsOption = DEFAULT_PARAMS_FILE,
     overrides: SetOption = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: ProgressOption = True,
     verbose: VerboseOption = False,
 ) -> None:
     """Search the web for each emotion keyword and download validated images into scrape.output_dir.
 
     Every URL gets a row in manifest.csv (kept, duplicate, or why it failed); re-runs resume.
     """
-    _setup_logging(verbose)
     from emonext.scraping import scrape as run_scrape
 
-    params = _load(params_file, overrides)
+    params = _start(params_file, overrides, verbose)
     summary = run_scrape(params.scrape, params.scrape.classes or params.data.classes, progress=progress)
     _print_json(summary.to_dict())
 
@@ -105,14 +111,13 @@ def scrape(
 def clean(
     params_file: ParamsOption = DEFAULT_PARAMS_FILE,
     overrides: SetOption = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: ProgressOption = True,
     verbose: VerboseOption = False,
 ) -> None:
     """Drop corrupt, tiny, blurry, duplicate and faceless images; crop faces; write clean.output_dir."""
-    _setup_logging(verbose)
     from emonext.cleaning import clean as run_clean
 
-    params = _load(params_file, overrides)
+    params = _start(params_file, overrides, verbose)
     report = run_clean(params.clean, params.data, progress=progress)
     _print_json(report.to_dict())
 
@@ -125,10 +130,9 @@ def split(
     verbose: VerboseOption = False,
 ) -> None:
     """Split the cleaned faces into train/val/test (stratified, leakage-free, stable)."""
-    _setup_logging(verbose)
     from emonext.splitting import split as run_split
 
-    params = _load(params_file, overrides)
+    params = _start(params_file, overrides, verbose)
     report = run_split(params.split, params.clean.output_dir, params.data)
     _print_json(report.to_dict())
 
@@ -138,14 +142,13 @@ def split(
 def train(
     params_file: ParamsOption = DEFAULT_PARAMS_FILE,
     overrides: SetOption = None,
-    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+    progress: ProgressOption = True,
     verbose: VerboseOption = False,
 ) -> None:
     """Train the configured model; writes checkpoints and per-epoch metrics to train.output_dir."""
-    _setup_logging(verbose)
     from emonext.training import train as run_training
 
-    params = _load(params_file, overrides)
+    params = _start(params_file, overrides, verbose)
     result = run_training(params, progress=progress)
     _print_json(
         {**result.summary(), "output_dir": str(result.output_dir), "checkpoint": str(result.best_checkpoint)}
