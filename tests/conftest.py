@@ -14,6 +14,8 @@ SAMPLE = REPO / "data" / "sample" / "fer2013"
 
 #: Small enough for a training epoch in well under a second on two cores.
 TINY = [
+    f"data.root={SAMPLE}",
+    "evaluate.split=val",
     "model.backbone=convnext_atto",
     "model.input_size=32",
     "model.output_stride=32",

@@ -129,6 +129,9 @@ class ScrapeConfig(_Section):
     """Web image search by emotion keyword.
 
     Args:
+        enabled: Opt-in switch. The web is not reproducible, so pipelines (``dvc repro``, the
+            Prefect flows) only search and download when this is true; when false the step keeps
+            whatever ``output_dir`` already holds.
         output_dir: Where images (``<label>/<sha256>.<ext>``) and ``manifest.csv`` go.
         engine: ``bing``, ``google`` or ``generic`` (configured by ``generic``).
         keyword_templates: Search phrases per class, ``{emotion}`` is the class name.
@@ -139,6 +142,7 @@ class ScrapeConfig(_Section):
         download: Download and validation settings.
     """
 
+    enabled: bool
     output_dir: Path
     engine: Literal["bing", "google", "generic"]
     keyword_templates: tuple[str, ...] = Field(min_length=1)
@@ -420,6 +424,57 @@ class EvaluateConfig(_Section):
     output_dir: Path
 
 
+class RegisterConfig(_Section):
+    """MLflow tracking, the model registry and champion/challenger promotion.
+
+    Args:
+        tracking_uri: MLflow tracking and registry server; null for the local SQLite store in
+            ``store_dir``. The ``MLFLOW_TRACKING_URI`` environment variable overrides both.
+        store_dir: Local store: ``mlflow.db`` (runs and registry) and ``artifacts/``.
+        experiment: Experiment the training runs are logged to.
+        model_name: Registered model name.
+        metric: Test-split metric a challenger must beat to become champion.
+        force: Make every new version champion, better or not.
+        output_dir: Where ``registration.json`` (run, version, aliases, decision) is written.
+    """
+
+    tracking_uri: str | None
+    store_dir: Path
+    experiment: str = Field(min_length=1)
+    model_name: str = Field(min_length=1)
+    metric: Literal["accuracy", "macro_f1"]
+    force: bool
+    output_dir: Path
+
+
+class OrchestrationConfig(_Section):
+    """Prefect flows: schedule, retries and result caching.
+
+    Args:
+        deployment: Name of the served ``pipeline`` deployment.
+        cron: Cron schedule of the served deployment (5 fields).
+        timezone: IANA time zone the cron schedule is read in.
+        scrape_retries: Retries of the scrape task (the web fails transiently).
+        retry_backoff: Base delay in seconds of the exponential back-off between retries.
+        cache_days: How long a step's cached result stays valid (its key is the content hash of
+            its inputs plus its params section).
+    """
+
+    deployment: str = Field(min_length=1)
+    cron: str
+    timezone: str
+    scrape_retries: int = Field(ge=0)
+    retry_backoff: float = Field(ge=0.0)
+    cache_days: float = Field(gt=0.0)
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, cron: str) -> str:
+        if len(cron.split()) != 5:
+            raise ValueError(f"must be a 5-field cron expression like '0 3 * * 1', got {cron!r}")
+        return cron
+
+
 class Params(_Section):
     """All sections of ``params.yaml``."""
 
@@ -431,6 +486,8 @@ class Params(_Section):
     model: ModelConfig
     train: TrainConfig
     evaluate: EvaluateConfig
+    register: RegisterConfig
+    orchestration: OrchestrationConfig
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> Params:
@@ -578,7 +635,9 @@ __all__ = [
     "DataConfig",
     "EvaluateConfig",
     "ModelConfig",
+    "OrchestrationConfig",
     "Params",
+    "RegisterConfig",
     "TrainConfig",
     "apply_overrides",
     "flatten",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -120,3 +121,37 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def content_hash(path: Path) -> str:
+    """DVC's content hash of a file or folder, so our records can be checked against ``dvc.lock``.
+
+    A file's hash is the MD5 of its bytes; a folder's is the MD5 of DVC's sorted JSON listing of
+    ``{"md5", "relpath"}`` entries, suffixed ``.dir`` (dvc-data's ``Tree``). Hidden files and
+    folders (``.git``, staging leftovers) are skipped, as DVC's default ignores do for ``.dvc``
+    and ``.git``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if path.is_file():
+        return _file_md5(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: does not exist, so it has no content hash")
+    entries = [
+        {"md5": _file_md5(file), "relpath": file.relative_to(path).as_posix()}
+        for file in path.rglob("*")
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
+    ]
+    entries.sort(key=lambda entry: entry["relpath"])
+    listing = json.dumps(entries, sort_keys=True).encode("utf-8")
+    return hashlib.md5(listing).hexdigest() + ".dir"
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

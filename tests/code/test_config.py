@@ -23,7 +23,7 @@ def test_repository_params_parse_into_typed_sections() -> None:
     assert params.model.arch == "emonext"
     assert isinstance(params.train.lr, float)
     # Relative paths are resolved against the params file, not the working directory.
-    assert params.data.root == REPO / "data" / "sample" / "fer2013"
+    assert params.data.root == REPO / "data" / "split"
     assert params.train.output_dir.is_absolute()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from emonext.checkpoint import Checkpoint, model_from_checkpoint, read_checkpoint
-from emonext.config import ModelConfig
+from emonext.config import ModelConfig, Params
 from emonext.data.dataset import FaceDataset, load_folder
 from emonext.data.transforms import eval_transform, ten_crop_transform
 from emonext.evaluation.metrics import ClassificationReport, classification_report, dvc_confusion_rows
@@ -123,6 +125,7 @@ def evaluate_dataset(
         "name": name or checkpoint.path.parent.name + ("+tta" if tta else ""),
         "model": str(checkpoint.path),
         "tta": tta,
+        "faces_sha256": faces_fingerprint(dataset),
         **report.to_dict(),
     }
     report_file = write_json(output_dir / REPORT_FILE, document)
@@ -139,6 +142,31 @@ def evaluate_dataset(
         "accuracy %.4f, macro-F1 %.4f on %d faces", report.accuracy, report.macro_f1, report.num_samples
     )
     return EvaluationResult(report, report_file, confusion_file, plot)
+
+
+def faces_fingerprint(dataset: FaceDataset) -> str:
+    """SHA-256 of the decoded faces and their labels: two scores with the same fingerprint were
+    computed on exactly the same test faces (the registry's promotion rule relies on this)."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(list(dataset.classes)).encode())
+    digest.update(dataset.images.contiguous().numpy().tobytes())
+    digest.update(dataset.labels.to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_evaluation(params: Params, model_reference: str | Path | None = None) -> EvaluationResult:
+    """The pipeline's evaluate step: score ``model_reference`` (default: ``train.output_dir``)
+    on ``evaluate.split`` of ``data.root`` with the ``evaluate`` settings."""
+    settings = params.evaluate
+    return evaluate_model(
+        model_reference=model_reference or params.train.output_dir,
+        data=params.data.root,
+        output_dir=settings.output_dir,
+        split=settings.split,
+        batch_size=settings.batch_size,
+        tta=settings.tta,
+        device=params.train.device,
+    )
 
 
 def evaluate_model(

@@ -102,6 +102,8 @@ def scrape(config: ScrapeConfig, classes: Sequence[str], progress: bool = True) 
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     summary = ScrapeSummary(classes={label: ClassCounts() for label in labels})
+    if not config.enabled:
+        return _keep_previous_scrape(output_dir, summary)
     lock = threading.Lock()
     futures: list[Future[ManifestRow]] = []
 
@@ -170,6 +172,22 @@ def scrape(config: ScrapeConfig, classes: Sequence[str], progress: bool = True) 
         summary.download_seconds,
         summary.downloads_per_second,
         summary.elapsed_seconds,
+    )
+    return summary
+
+
+def _keep_previous_scrape(output_dir: Path, summary: ScrapeSummary) -> ScrapeSummary:
+    """Scraping is off: leave earlier downloads alone and make sure a (possibly empty) manifest
+    exists, so downstream steps and DVC see a valid, unchanged output folder."""
+    with ManifestWriter(output_dir / MANIFEST_NAME) as manifest:
+        for row in manifest.previous.values():
+            summary.record(row.label, "skipped")
+    if not (output_dir / SUMMARY_NAME).is_file():
+        write_json(output_dir / SUMMARY_NAME, summary.to_dict())
+    logger.info(
+        "scraping is off (scrape.enabled=false): kept %d earlier manifest rows in %s",
+        sum(counts.skipped for counts in summary.classes.values()),
+        output_dir,
     )
     return summary
 
