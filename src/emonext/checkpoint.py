@@ -93,9 +93,7 @@ def resolve_checkpoint_path(reference: str | Path) -> Path:
                 return path / name
         raise CheckpointError(f"{path}: folder has no {BEST_CHECKPOINT} or {LAST_CHECKPOINT}")
     if not path.is_file():
-        is_uri = ":/" in str(reference)
-        hint = " (model registry URIs are not supported yet: pass a checkpoint file)" if is_uri else ""
-        raise CheckpointError(f"{reference}: model checkpoint not found{hint}")
+        raise CheckpointError(f"{reference}: model checkpoint not found")
     return path
 
 

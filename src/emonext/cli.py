@@ -160,7 +160,12 @@ def train(
 def evaluate(
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="checkpoint file or training folder [default: train.output_dir]"),
+        typer.Option(
+            "--model",
+            "-m",
+            help="models:/emonext@champion, models:/NAME/VERSION, runs:/ID/model, a checkpoint file or "
+            "a training folder [default: train.output_dir]",
+        ),
     ] = None,
     data: Annotated[
         Path | None,
@@ -202,6 +207,30 @@ def evaluate(
         device=device,
     )
     _print_json(json.loads(result.report_file.read_text()))
+
+
+@app.command()
+@_reports_errors
+def register(
+    force: Annotated[
+        bool | None,
+        typer.Option(
+            "--force/--no-force", help="make it champion even if it scores lower [default: register.force]"
+        ),
+    ] = None,
+    params_file: ParamsOption = DEFAULT_PARAMS_FILE,
+    overrides: SetOption = None,
+    verbose: VerboseOption = False,
+) -> None:
+    """Log the trained, evaluated model to MLflow and register it as a new version.
+
+    The version becomes `challenger`; it becomes `champion` only if it beats the champion's test
+    score on the same faces. Prints registration.json.
+    """
+    from emonext.registry import register_model
+
+    params = _start(params_file, overrides, verbose)
+    _print_json(register_model(params, force=force).to_dict())
 
 
 @app.command()

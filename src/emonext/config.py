@@ -10,6 +10,7 @@ validation.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -473,6 +474,11 @@ class OrchestrationConfig(_Section):
         if len(cron.split()) != 5:
             raise ValueError(f"must be a 5-field cron expression like '0 3 * * 1', got {cron!r}")
         return cron
+
+
+# The ``register`` section shadows ABCMeta.register (pydantic models are ABCs); instances read the
+# field, and nothing registers virtual subclasses of Params, so the warning is noise.
+warnings.filterwarnings("ignore", message='Field name "register" in "Params"', category=UserWarning)
 
 
 class Params(_Section):

@@ -490,7 +490,9 @@ class DecodedImage:
     scale: float = 1.0
 
 
-def decode_gray(path: Path, max_pixels: int = MAX_PIXELS, draft_side: int | None = None) -> DecodedImage:
+def decode_gray(
+    path: Path | bytes, max_pixels: int = MAX_PIXELS, draft_side: int | None = None
+) -> DecodedImage:
     """Decode any image file PIL reads into 8-bit grayscale, robustly.
 
     EXIF orientation is applied; the first frame of an animation is used; transparent pixels are
@@ -498,7 +500,7 @@ def decode_gray(path: Path, max_pixels: int = MAX_PIXELS, draft_side: int | None
     other modes are converted. JPEGs over twice ``draft_side`` are decoded at a reduced scale.
 
     Args:
-        path: The image file.
+        path: The image file, or its bytes (an upload, a request body).
         max_pixels: Larger images are refused before decoding.
         draft_side: JPEGs whose longer side exceeds twice this are decoded at the smallest DCT
             scale (1/2, 1/4, 1/8) that keeps the longer side at least this large; None decodes
@@ -511,7 +513,7 @@ def decode_gray(path: Path, max_pixels: int = MAX_PIXELS, draft_side: int | None
         UnusableImage: ``undecodable`` (empty, truncated, unknown format) or ``too_large``.
     """
     try:
-        size = path.stat().st_size
+        size = len(path) if isinstance(path, bytes) else path.stat().st_size
     except OSError as error:
         raise UnusableImage("undecodable", f"cannot read file: {error.strerror or error}") from None
     if size == 0:
@@ -520,7 +522,7 @@ def decode_gray(path: Path, max_pixels: int = MAX_PIXELS, draft_side: int | None
         # Corrupt EXIF, palette transparency notes: the decode below handles or reports them.
         warnings.simplefilter("ignore")
         try:
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise UnusableImage("too_large", f"{width}x{height} exceeds {max_pixels} pixels")

@@ -18,7 +18,7 @@ from emonext.data.dataset import FaceDataset, load_folder
 from emonext.data.transforms import eval_transform, ten_crop_transform
 from emonext.evaluation.metrics import ClassificationReport, classification_report, dvc_confusion_rows
 from emonext.evaluation.plots import plot_confusion_matrix
-from emonext.fileio import write_json
+from emonext.fileio import content_hash, write_json
 from emonext.models import EmotionModel
 from emonext.runtime import ResolvedPrecision, autocast, select_device
 
@@ -124,6 +124,7 @@ def evaluate_dataset(
     document = {
         "name": name or checkpoint.path.parent.name + ("+tta" if tta else ""),
         "model": str(checkpoint.path),
+        "model_md5": content_hash(checkpoint.path),
         "tta": tta,
         "faces_sha256": faces_fingerprint(dataset),
         **report.to_dict(),
@@ -183,7 +184,8 @@ def evaluate_model(
     The faces are decoded at the resolution and with the classes the model was trained with.
 
     Args:
-        model_reference: Checkpoint file or training output folder.
+        model_reference: Checkpoint file, training output folder, or registry URI
+            (``models:/emonext@champion``, see :func:`emonext.registry.load_model`).
         data: Class layout or split layout folder, or a FER2013 CSV.
         output_dir: Where the report files go.
         split: Split to score in a split layout (e.g. ``val``); required if there are several.
@@ -191,7 +193,9 @@ def evaluate_model(
         tta: TenCrop test-time augmentation.
         device: ``auto``, ``cpu`` or ``cuda``.
     """
-    checkpoint = read_checkpoint(model_reference)
+    from emonext.registry import fetch_checkpoint
+
+    checkpoint = read_checkpoint(fetch_checkpoint(model_reference))
     data_config = checkpoint.data_config.model_copy(update={"max_per_class": None})
     dataset, load_report = load_folder(data, data_config, split)
     if load_report.unreadable:
