@@ -27,6 +27,11 @@ TINY = [
 ]
 
 
+def sample_params(*overrides: str) -> Params:
+    """The repository's params reading the bundled sample (the default data.root is the split output)."""
+    return load_params(PARAMS_FILE, [f"data.root={SAMPLE}", *overrides])
+
+
 def tiny_params(output_dir: Path, *overrides: str) -> Params:
     """The repository's params with a tiny model and data cap, writing into ``output_dir``."""
     return load_params(

@@ -10,11 +10,11 @@ from PIL import Image
 
 from emonext.config import load_params
 from emonext.data.dataset import decode_face, load_folder, load_splits, stratified_holdout
-from tests.conftest import PARAMS_FILE, SAMPLE
+from tests.conftest import PARAMS_FILE, SAMPLE, sample_params
 
 
 def test_bundled_sample_loads_into_uint8_memory() -> None:
-    params = load_params(PARAMS_FILE)
+    params = sample_params()
     datasets, report = load_splits(params.data, ["train", "val"], seed=0)
     train, val = datasets["train"], datasets["val"]
     assert train.images.dtype == torch.uint8 and train.images.shape == (280, 1, 48, 48)
@@ -36,7 +36,7 @@ def test_corrupt_images_are_reported_and_skipped(tmp_path: Path) -> None:
     shutil.copytree(SAMPLE / "val", root)
     (root / "happy" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (root / "sad" / "empty.png").write_bytes(b"")
-    params = load_params(PARAMS_FILE)
+    params = sample_params()
     dataset, report = load_folder(root, params.data)
     assert len(dataset) == 70
     assert sorted(Path(path).name for path, _ in report.unreadable) == ["broken.jpg", "empty.png"]
@@ -65,7 +65,7 @@ def test_missing_val_split_is_held_out_stratified_and_deterministic(tmp_path: Pa
 
 
 def test_holdout_keeps_singleton_classes_in_training() -> None:
-    params = load_params(PARAMS_FILE)
+    params = sample_params()
     datasets, _ = load_splits(params.data, ["val"], seed=0)
     single = datasets["val"].subset([0, 10, 11])  # one angry, two disgust
     rest, held = stratified_holdout(single, 0.5, seed=0)
@@ -73,7 +73,7 @@ def test_holdout_keeps_singleton_classes_in_training() -> None:
 
 
 def test_max_per_class_and_missing_split() -> None:
-    params = load_params(PARAMS_FILE, ["data.max_per_class=3"])
+    params = sample_params("data.max_per_class=3")
     datasets, _ = load_splits(params.data, ["train"], seed=0)
     assert datasets["train"].class_counts().tolist() == [3] * 7
     with pytest.raises(ValueError, match=r"split\(s\) \['test'\] not found"):

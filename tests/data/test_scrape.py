@@ -124,6 +124,7 @@ def scrape_config(
     params = load_params(
         PARAMS_FILE,
         [
+            "scrape.enabled=true",
             "scrape.engine=generic",
             f"scrape.generic.results_url={site.base_url}/search?q={{query}}",
             "scrape.generic.image_selector=img.result",
@@ -404,3 +405,19 @@ def test_torn_manifest_line_is_dropped_and_repaired(tmp_path: Path) -> None:
         assert manifest.done("happy", "http://x/c.jpg") is None, "a timeout is tried again"
     assert [item.url for item in read_manifest(path)] == ["http://x/a.jpg", "http://x/c.jpg"]
     assert path.read_text().endswith("\n")
+
+
+def test_disabled_scrape_keeps_earlier_downloads_and_never_starts_a_browser(tmp_path: Path) -> None:
+    output_dir = tmp_path / "scraped"
+    (output_dir / "happy").mkdir(parents=True)
+    kept = output_dir / "happy" / "earlier.jpg"
+    kept.write_bytes(b"an earlier download")
+    params = load_params(
+        PARAMS_FILE,
+        [f"scrape.output_dir={output_dir}", "scrape.browser.binary=/no/such/chromium"],
+    )
+    assert not params.scrape.enabled
+    summary = scrape(params.scrape, params.data.classes, progress=False)
+    assert summary.downloads == 0 and kept.read_bytes() == b"an earlier download"
+    assert (output_dir / "manifest.csv").read_text().splitlines() == [",".join(COLUMNS)]
+    assert (output_dir / "summary.json").is_file()

@@ -5,7 +5,7 @@ import torch
 
 from emonext.config import AugmentConfig, load_params
 from emonext.data.transforms import eval_transform, random_erasing, ten_crop_transform, train_transform
-from tests.conftest import PARAMS_FILE
+from tests.conftest import PARAMS_FILE, sample_params
 
 NO_AUGMENT = AugmentConfig(crop_scale=(1.0, 1.0), translate=0.0, rotation=0.0, hflip=0.0, random_erasing=0.0)
 
@@ -43,7 +43,7 @@ def test_flip_probability_one_mirrors(faces: torch.Tensor) -> None:
 
 
 def test_augmentation_is_reproducible_and_random(faces: torch.Tensor) -> None:
-    params = load_params(PARAMS_FILE)
+    params = sample_params()
     first = train_transform(faces, params.augment, params.model, torch.Generator().manual_seed(1))
     again = train_transform(faces, params.augment, params.model, torch.Generator().manual_seed(1))
     other = train_transform(faces, params.augment, params.model, torch.Generator().manual_seed(2))

@@ -232,3 +232,21 @@ def test_mlflow_models_serve_answers_with_probabilities(store: tuple[Params, dic
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
         log.close()
+
+
+def test_cli_evaluates_a_registered_model_and_reports_registry_errors(
+    store: tuple[Params, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from emonext.cli import app
+
+    params, _ = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri_for(params.register))
+    runner = CliRunner()
+    common = ["--data", str(SAMPLE), "--split", "val", "--out", str(tmp_path / "eval")]
+    result = runner.invoke(app, ["evaluate", "--model", "models:/emonext@champion", *common])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["num_samples"] == 70
+    result = runner.invoke(app, ["evaluate", "--model", "models:/emonext@nope", *common])
+    assert result.exit_code == 2 and "no alias 'nope'" in result.output

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from emonext.checkpoint import CheckpointError, model_from_checkpoint, read_checkpoint
-from emonext.config import load_params
 from emonext.data.dataset import load_splits
 from emonext.evaluation.evaluate import predict_probabilities
 from emonext.training import EpochMetrics, train
 from emonext.training.trainer import _class_weights
-from tests.conftest import PARAMS_FILE, tiny_params
+from tests.conftest import sample_params, tiny_params
 
 COMPARED = ("train_loss", "train_ce", "train_sa", "train_accuracy", "val_accuracy", "val_macro_f1", "lr")
 
@@ -119,7 +118,7 @@ def test_class_balancing_options_train(tmp_path: Path, balance: str) -> None:
 
 
 def test_loss_weights_favour_rare_classes() -> None:
-    params = load_params(PARAMS_FILE)
+    params = sample_params()
     datasets, _ = load_splits(params.data, ["val"], seed=0)
     unbalanced = datasets["val"].subset([*range(10), 10, *range(20, 70)])  # 1 disgust face
     weights = _class_weights(unbalanced, "loss")
