@@ -126,7 +126,7 @@ def load_folder(root: Path, config: DataConfig, split: str | None = None) -> tup
             single split.
     """
     report = LoadReport()
-    available = _load_all(config.model_copy(update={"root": root, "format": "auto"}), report)
+    available = _load_all(config.model_copy(update={"root": root, "format": "auto"}), report, only=split)
     if split is not None and split in available:
         return available[split], report
     if len(available) == 1:
@@ -149,13 +149,13 @@ def stratified_holdout(dataset: FaceDataset, fraction: float, seed: int) -> tupl
     return dataset.subset(rest), dataset.subset(held)
 
 
-def _load_all(config: DataConfig, report: LoadReport) -> dict[str, FaceDataset]:
+def _load_all(config: DataConfig, report: LoadReport, only: str | None = None) -> dict[str, FaceDataset]:
     root = config.root
     is_csv = config.format == "csv" or (config.format == "auto" and root.is_file())
     if is_csv:
         return _load_csv(config, report)
     if config.format == "folder" or root.is_dir():
-        return _load_folders(config, report)
+        return _load_folders(config, report, only)
     raise FileNotFoundError(f"{root}: data not found (expected a folder of class folders or a fer2013.csv)")
 
 
@@ -178,7 +178,8 @@ def _load_csv(config: DataConfig, report: LoadReport) -> dict[str, FaceDataset]:
     return result
 
 
-def _load_folders(config: DataConfig, report: LoadReport) -> dict[str, FaceDataset]:
+def _load_folders(config: DataConfig, report: LoadReport, only: str | None = None) -> dict[str, FaceDataset]:
+    """Decode every split, or only ``only`` when the folder has it (scoring one split of three)."""
     scan = scan_image_folders(config.root, config.classes)
     report.unknown_folders.extend(scan.unknown_folders)
     for split, classes in scan.classes_without_images.items():
@@ -186,6 +187,8 @@ def _load_folders(config: DataConfig, report: LoadReport) -> dict[str, FaceDatas
     by_split: dict[str, list[ImageRecord]] = {}
     for record in scan.records:
         by_split.setdefault(record.split, []).append(record)
+    if only in by_split:
+        by_split = {only: by_split[only]}
     result = {}
     for split, records in sorted(by_split.items()):
         records = _cap_records(records, config.max_per_class)
