@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run repro test lint format bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,19 +17,22 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed
 
 run: install
-	$(BIN)/emonext train
-	$(BIN)/emonext evaluate
+	$(BIN)/python -m flows.pipeline run
+
+repro: install
+	$(BIN)/dvc repro
+	$(BIN)/dvc push
 
 lint: install
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tasks flows tests bench scripts
+	$(BIN)/ruff format --check src tasks flows tests bench scripts
 
 test: lint
 	$(BIN)/python -m pytest
 
 format: install
-	$(BIN)/ruff format src tests bench scripts
-	$(BIN)/ruff check --fix src tests bench scripts
+	$(BIN)/ruff format src tasks flows tests bench scripts
+	$(BIN)/ruff check --fix src tasks flows tests bench scripts
 
 bench: install
 	$(BIN)/python bench/train_throughput.py

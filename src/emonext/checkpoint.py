@@ -27,6 +27,8 @@ from emonext.models import EmotionModel, create_model
 CHECKPOINT_FORMAT = "emonext-checkpoint/1"
 BEST_CHECKPOINT = "best.safetensors"
 LAST_CHECKPOINT = "last.pt"
+#: The safetensors metadata entry holding format, params, classes and metadata as JSON.
+HEADER_KEY = "emonext"
 
 
 class CheckpointError(RuntimeError):
@@ -58,13 +60,19 @@ def save_model_checkpoint(
     classes: tuple[str, ...],
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write model weights with their params and classes as ``.safetensors``."""
-    header = {
+    """Write model weights with their params and classes as ``.safetensors``.
+
+    The header is one metadata entry holding key-sorted JSON: safetensors stores metadata in a
+    hash map whose order changes between processes, and the same weights must give the same file
+    (DVC, the Prefect cache and the registry compare checkpoints by content hash).
+    """
+    document = {
         "format": CHECKPOINT_FORMAT,
-        "params": params.model_dump_json(),
-        "classes": json.dumps(list(classes)),
-        **{key: json.dumps(value) for key, value in (metadata or {}).items()},
+        "params": params.model_dump(mode="json"),
+        "classes": list(classes),
+        "metadata": dict(metadata or {}),
     }
+    header = {HEADER_KEY: json.dumps(document, sort_keys=True)}
     tensors = {key: value.detach().to("cpu").contiguous() for key, value in state_dict.items()}
     atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata=header))
     return path
@@ -109,10 +117,16 @@ def read_checkpoint(reference: str | Path) -> Checkpoint:
             with safe_open(str(path), framework="pt") as handle:
                 header = dict(handle.metadata() or {})
             state_dict = load_file(str(path))
-            metadata = {
-                key: json.loads(value) for key, value in header.items() if key not in ("format", "params")
-            }
-            params_json, classes = header.get("params"), metadata.pop("classes", None)
+            if HEADER_KEY in header:
+                document = json.loads(header[HEADER_KEY])
+                header = {"format": document.get("format")}
+                params_json = json.dumps(document.get("params")) if document.get("params") else None
+                classes, metadata = document.get("classes"), dict(document.get("metadata") or {})
+            else:  # written before the header became one sorted entry
+                metadata = {
+                    key: json.loads(value) for key, value in header.items() if key not in ("format", "params")
+                }
+                params_json, classes = header.get("params"), metadata.pop("classes", None)
         else:
             state = load_training_state(path)
             header = {"format": state.get("format")}

@@ -10,6 +10,7 @@ validation.
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -446,6 +447,18 @@ class RegisterConfig(_Section):
     metric: Literal["accuracy", "macro_f1"]
     force: bool
     output_dir: Path
+
+    def effective_tracking_uri(self) -> str:
+        """``MLFLOW_TRACKING_URI``, else ``tracking_uri``, else the SQLite file in ``store_dir``.
+
+        Here rather than in :mod:`emonext.registry` so that callers needing only the URI (cache
+        keys of orchestration tasks) do not import MLflow and torch.
+        """
+        return (
+            os.environ.get("MLFLOW_TRACKING_URI")
+            or self.tracking_uri
+            or f"sqlite:///{Path(self.store_dir).resolve() / 'mlflow.db'}"
+        )
 
 
 class OrchestrationConfig(_Section):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -62,15 +64,6 @@ class RegistryError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------
 # Tracking store
-
-
-def tracking_uri_for(config: RegisterConfig) -> str:
-    """``MLFLOW_TRACKING_URI``, else ``register.tracking_uri``, else the local SQLite store."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or config.tracking_uri
-        or f"sqlite:///{Path(config.store_dir).resolve() / 'mlflow.db'}"
-    )
 
 
 def _sqlite_file(uri: str) -> Path | None:
@@ -193,7 +186,7 @@ def register_model(params: Params, force: bool | None = None) -> Registration:
         )
     score = float(report[config.metric])
 
-    uri = tracking_uri_for(config)
+    uri = config.effective_tracking_uri()
     client = _client(uri, create=True)
     with _registry_errors(uri, f"experiment {config.experiment!r}"):
         experiment_id = _experiment_id(client, config, uri)
@@ -355,21 +348,21 @@ def _log_pyfunc(checkpoint: Checkpoint, params: Params) -> Any:
     from emonext import __version__
     from emonext import mlflow_pyfunc as flavour
 
-    example = _input_example(params, checkpoint)
-    entry = Path(flavour.__file__).with_name("mlflow_pyfunc_entry.py")
-    with tempfile.TemporaryDirectory() as folder:
-        example_file = Path(folder) / "example.png"
-        Image.fromarray(example).save(example_file)
-        payload = base64.b64encode(example_file.read_bytes()).decode()
-
-    return mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT,
-        python_model=str(entry),
-        artifacts={flavour.CHECKPOINT_ARTIFACT: str(checkpoint.path)},
-        signature=flavour.signature(checkpoint.classes),
-        input_example=(pd.DataFrame({flavour.IMAGE_COLUMN: [payload]}), {"detect_faces": False}),
-        pip_requirements=[f"emonext=={__version__}", f"mlflow=={mlflow.__version__}"],
-    )
+    png = io.BytesIO()
+    Image.fromarray(_input_example(params, checkpoint)).save(png, format="PNG")
+    example = pd.DataFrame({flavour.IMAGE_COLUMN: [base64.b64encode(png.getvalue()).decode()]})
+    with warnings.catch_warnings():
+        # The flavour's predict has no type hints on purpose (see mlflow_pyfunc); the signature
+        # is explicit, so MLflow's suggestion to add hints is noise.
+        warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=str(Path(flavour.__file__).with_name("mlflow_pyfunc_entry.py")),
+            artifacts={flavour.CHECKPOINT_ARTIFACT: str(checkpoint.path)},
+            signature=flavour.signature(checkpoint.classes),
+            input_example=(example, {"detect_faces": False}),
+            pip_requirements=[f"emonext=={__version__}", f"mlflow=={mlflow.__version__}"],
+        )
 
 
 def _input_example(params: Params, checkpoint: Checkpoint) -> Any:
@@ -451,7 +444,7 @@ def _champion_score(champion: Any, params: Params, report: dict[str, Any]) -> fl
 
     model_name = params.register.model_name
     champion_checkpoint = read_checkpoint(
-        fetch_checkpoint(f"models:/{model_name}/{champion.version}", tracking_uri_for(params.register))
+        fetch_checkpoint(f"models:/{model_name}/{champion.version}", params.register.effective_tracking_uri())
     )
     dataset, _ = load_folder(
         params.data.root,
@@ -550,7 +543,7 @@ def default_tracking_uri() -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     try:
-        return tracking_uri_for(load_params(DEFAULT_PARAMS_FILE).register)
+        return load_params(DEFAULT_PARAMS_FILE).register.effective_tracking_uri()
     except ConfigError as error:
         raise RegistryError(
             f"no MLflow store to resolve a models:/ URI: set MLFLOW_TRACKING_URI ({error})"
@@ -653,5 +646,4 @@ __all__ = [
     "fetch_checkpoint",
     "load_model",
     "register_model",
-    "tracking_uri_for",
 ]

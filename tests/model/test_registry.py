@@ -25,7 +25,6 @@ from emonext.registry import (
     fetch_checkpoint,
     load_model,
     register_model,
-    tracking_uri_for,
 )
 from tests.conftest import SAMPLE, tiny_params
 
@@ -65,7 +64,7 @@ def test_first_version_becomes_champion_with_evidence_logged(store: tuple[Params
     written = json.loads((params.register.output_dir / "registration.json").read_text())
     assert written == first
 
-    client = MlflowClient(tracking_uri_for(params.register))
+    client = MlflowClient(params.register.effective_tracking_uri())
     run = client.get_run(first["run_id"])
     assert run.data.params["train.lr"] == str(params.train.lr)
     assert run.data.params["model.backbone"] == "convnext_atto"
@@ -94,7 +93,7 @@ def test_challenger_must_beat_the_champion_and_versions_are_kept(store: tuple[Pa
 
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri_for(params.register))
+    client = MlflowClient(params.register.effective_tracking_uri())
     versions = sorted(int(item.version) for item in client.search_model_versions("name = 'emonext'"))
     assert versions == [1, 2, 3]
 
@@ -125,7 +124,7 @@ def test_loader_resolves_aliases_versions_runs_and_local_paths(
     store: tuple[Params, dict], trained_run: Path
 ) -> None:
     params, first = store
-    uri = tracking_uri_for(params.register)
+    uri = params.register.effective_tracking_uri()
     champion = load_model("models:/emonext@champion", tracking_uri=uri)
     assert champion.version == "3" and champion.classes == tuple(params.data.classes)
     by_version = load_model("models:/emonext/1", tracking_uri=uri)
@@ -145,7 +144,7 @@ def test_loader_resolves_aliases_versions_runs_and_local_paths(
 
 def test_loader_errors_name_the_problem(store: tuple[Params, dict], tmp_path: Path) -> None:
     params, _ = store
-    uri = tracking_uri_for(params.register)
+    uri = params.register.effective_tracking_uri()
     with pytest.raises(RegistryError, match=r"no alias 'staging'.*aliases: challenger, champion"):
         load_model("models:/emonext@staging", tracking_uri=uri)
     with pytest.raises(RegistryError, match="not found"):
@@ -170,8 +169,8 @@ def test_pyfunc_returns_per_face_probabilities(store: tuple[Params, dict]) -> No
     import pandas as pd
 
     params, _ = store
-    mlflow.set_tracking_uri(tracking_uri_for(params.register))
-    mlflow.set_registry_uri(tracking_uri_for(params.register))
+    mlflow.set_tracking_uri(params.register.effective_tracking_uri())
+    mlflow.set_registry_uri(params.register.effective_tracking_uri())
     model = mlflow.pyfunc.load_model("models:/emonext@champion")
     data = PORTRAIT.read_bytes()
     frame = pd.DataFrame({"image": [str(PORTRAIT), data, base64.b64encode(data).decode(), "missing.png"]})
@@ -196,7 +195,7 @@ def test_mlflow_models_serve_answers_with_probabilities(store: tuple[Params, dic
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "MLFLOW_TRACKING_URI": tracking_uri_for(params.register),
+        "MLFLOW_TRACKING_URI": params.register.effective_tracking_uri(),
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }
     command = [str(bin_dir / "mlflow"), "models", "serve", "-m", "models:/emonext@champion"]
@@ -242,7 +241,7 @@ def test_cli_evaluates_a_registered_model_and_reports_registry_errors(
     from emonext.cli import app
 
     params, _ = store
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri_for(params.register))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", params.register.effective_tracking_uri())
     runner = CliRunner()
     common = ["--data", str(SAMPLE), "--split", "val", "--out", str(tmp_path / "eval")]
     result = runner.invoke(app, ["evaluate", "--model", "models:/emonext@champion", *common])

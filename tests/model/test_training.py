@@ -138,3 +138,30 @@ def test_corrupt_and_mismatched_checkpoints_are_clear_errors(trained_run: Path, 
     other_arch = checkpoint.model_config.model_copy(update={"backbone": "convnext_femto"})
     with pytest.raises(CheckpointError, match="weights do not fit emonext/convnext_femto"):
         model_from_checkpoint(dataclasses.replace(checkpoint, model_config=other_arch))
+
+
+def test_same_weights_give_byte_identical_checkpoints_across_processes(tmp_path: Path) -> None:
+    """DVC, the Prefect cache and the registry compare checkpoints by content hash."""
+    import subprocess
+    import sys
+
+    from emonext.fileio import content_hash
+
+    script = (
+        "import sys, torch\n"
+        "from pathlib import Path\n"
+        "from emonext.checkpoint import save_model_checkpoint\n"
+        "from tests.conftest import sample_params\n"
+        "params = sample_params()\n"
+        "state = {'w': torch.arange(6.0), 'b': torch.zeros(2)}\n"
+        "metadata = {'epoch': 3, 'x': 0.5}\n"
+        "save_model_checkpoint(Path(sys.argv[1]), state, params, params.data.classes, metadata)\n"
+    )
+    files = [tmp_path / f"{index}.safetensors" for index in range(3)]
+    for file in files:
+        subprocess.run([sys.executable, "-c", script, str(file)], check=True, cwd=Path(__file__).parents[2])
+    assert len({content_hash(file) for file in files}) == 1
+    checkpoint = read_checkpoint(files[0])
+    assert (
+        checkpoint.metadata == {"epoch": 3, "x": 0.5} and checkpoint.classes == sample_params().data.classes
+    )
