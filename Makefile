@@ -20,7 +20,7 @@ run: install
 	$(BIN)/python -m flows.pipeline run
 
 repro: install
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	$(BIN)/dvc push
 
 lint: install
