@@ -56,7 +56,7 @@ class Checkpoint:
 def save_model_checkpoint(
     path: Path,
     state_dict: Mapping[str, torch.Tensor],
-    params: Params,
+    params: Params | Mapping[str, Any],
     classes: tuple[str, ...],
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -68,7 +68,8 @@ def save_model_checkpoint(
     """
     document = {
         "format": CHECKPOINT_FORMAT,
-        "params": params.model_dump(mode="json"),
+        # A mapping: the params stored in another checkpoint, re-saved as they are (provenance).
+        "params": params.model_dump(mode="json") if isinstance(params, Params) else dict(params),
         "classes": list(classes),
         "metadata": dict(metadata or {}),
     }

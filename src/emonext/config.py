@@ -461,6 +461,42 @@ class RegisterConfig(_Section):
         )
 
 
+class InferConfig(_Section):
+    """Image, video and webcam emotion extraction (``emonext predict``, ``emonext ui``).
+
+    Args:
+        model: Model URI (``models:/emonext@champion``, ``builtin``, a checkpoint...); null for
+            the registry champion when one exists, else the built-in model.
+        backend: ``torch`` or ``onnx`` (onnxruntime) for the classifier.
+        device: ``cpu`` or ``cuda`` for the torch backend.
+        batch_size: Faces per classifier call.
+        face: Face detector used at inference (tuned for speed: a smaller detection side).
+        detect_every: Video and webcam: run the detector on every k-th frame, track in between.
+        track_iou: A detection continues a track when their boxes overlap at least this much.
+        track_max_missing: Frames a track survives without a matching detection.
+        smoothing: Weight of the past in the per-face exponential moving average of probabilities
+            over time (0 = no smoothing).
+        output_dir: Where annotated images, videos, JSON, CSV and plots are written.
+        max_upload_mb: Largest upload the GUI accepts.
+        host: GUI bind address (127.0.0.1: this machine only).
+        port: GUI port.
+    """
+
+    model: str | None
+    backend: Literal["torch", "onnx"]
+    device: str
+    batch_size: int = Field(ge=1)
+    face: FaceDetectionConfig
+    detect_every: int = Field(ge=1)
+    track_iou: float = Field(gt=0.0, le=1.0)
+    track_max_missing: int = Field(ge=0)
+    smoothing: float = Field(ge=0.0, lt=1.0)
+    output_dir: Path
+    max_upload_mb: float = Field(gt=0.0)
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+
 class OrchestrationConfig(_Section):
     """Prefect flows: schedule, retries and result caching.
 
@@ -507,6 +543,7 @@ class Params(_Section):
     evaluate: EvaluateConfig
     register: RegisterConfig
     orchestration: OrchestrationConfig
+    infer: InferConfig
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> Params:
@@ -653,6 +690,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvaluateConfig",
+    "InferConfig",
     "ModelConfig",
     "OrchestrationConfig",
     "Params",

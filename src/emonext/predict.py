@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -76,15 +76,53 @@ class FacePrediction:
         return row
 
 
-class EmotionPredictor:
-    """A trained classifier plus the face detector its training data was cropped with.
+class FaceClassifier(Protocol):
+    """Anything that turns uint8 faces into class probabilities (the torch model, onnxruntime)."""
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        """Probabilities (N, num_classes) for uint8 faces (N, S, S) at the model's face size."""
+        ...
+
+
+class TorchFaceClassifier:
+    """The checkpoint's network in PyTorch, scoring faces in batches (fp32, as evaluation does).
 
     Args:
-        checkpoint: The model; its stored ``clean.face`` settings configure the detector (every
-            face is classified, whatever the cleaning step's one-face-per-photo policy was).
-        device: Where the classifier runs.
+        checkpoint: Weights and preprocessing.
+        device: ``cpu`` or ``cuda``.
         batch_size: Faces per forward pass.
-        detector: Overrides the detector built from the stored settings.
+    """
+
+    def __init__(
+        self, checkpoint: Checkpoint, device: str | torch.device = "cpu", batch_size: int = 64
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.model: EmotionModel = model_from_checkpoint(checkpoint).to(self.device)
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        batch = torch.from_numpy(np.ascontiguousarray(faces)).unsqueeze(1)
+        return predict_probabilities(
+            self.model, batch, self.checkpoint.model_config, self.batch_size, self.device
+        )
+
+
+class EmotionPredictor:
+    """A face detector, the crop the model was trained on, and a classifier.
+
+    Detection settings come from ``face_config`` (inference tunes them for speed) or else from
+    the model's stored ``clean.face``; the crop margin always comes from the stored settings, so
+    faces are cut as the training faces were. Every face is classified, whatever the cleaning
+    step's one-face-per-photo policy was.
+
+    Args:
+        checkpoint: The model.
+        device: Where the torch classifier runs.
+        batch_size: Faces per classifier call.
+        detector: Overrides the Haar detector built from the settings.
+        classifier: Overrides the torch classifier (e.g. onnxruntime).
+        face_config: Detection settings; None for the model's stored ones.
 
     Raises:
         CheckpointError: The checkpoint has no usable face-detection settings.
@@ -96,13 +134,15 @@ class EmotionPredictor:
         device: str | torch.device = "cpu",
         batch_size: int = 64,
         detector: FaceDetector | None = None,
+        classifier: FaceClassifier | None = None,
+        face_config: FaceDetectionConfig | None = None,
     ) -> None:
         self.checkpoint = checkpoint
         self.classes = checkpoint.classes
-        self.face_config = face_config_of(checkpoint)
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        self.model: EmotionModel = model_from_checkpoint(checkpoint).to(self.device)
+        self.margin = face_config_of(checkpoint).margin
+        self.face_config = face_config or face_config_of(checkpoint)
+        self.face_size = checkpoint.data_config.image_size
+        self.classifier = classifier or TorchFaceClassifier(checkpoint, device, batch_size)
         self._detector = detector
 
     @property
@@ -110,6 +150,21 @@ class EmotionPredictor:
         if self._detector is None:
             self._detector = HaarFaceDetector(self.face_config)
         return self._detector
+
+    def find_faces(self, gray: np.ndarray) -> list[Box]:
+        """Every face in a uint8 grayscale frame, left to right."""
+        return select_faces(self.detector.detect(gray), "all")
+
+    def crop(self, gray: np.ndarray, box: Box) -> tuple[np.ndarray, Box]:
+        """The model-sized face for ``box`` (with the training margin) and the window it was cut from."""
+        crop, window = crop_face(gray, box, self.margin)
+        return resize_square(np.ascontiguousarray(crop), self.face_size), window
+
+    def classify(self, faces: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities (N, num_classes) for model-sized uint8 faces; (0, num_classes) for none."""
+        if not faces:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        return self.classifier(np.stack(faces))
 
     def predict(self, images: Sequence[ImageInput], detect_faces: bool = True) -> list[FacePrediction]:
         """Classify every face of every image.
@@ -125,7 +180,6 @@ class EmotionPredictor:
         rows: list[FacePrediction] = []
         faces: list[np.ndarray] = []
         face_rows: list[int] = []
-        side = self.checkpoint.data_config.image_size
         for index, image in enumerate(images):
             try:
                 gray = to_gray(image)
@@ -134,27 +188,21 @@ class EmotionPredictor:
                 continue
             height, width = gray.shape
             if detect_faces:
-                boxes = select_faces(self.detector.detect(gray), "all")
+                boxes = self.find_faces(gray)
                 if not boxes:
-                    rows.append(
-                        FacePrediction(index, -1, "no_face", detail=f"no face found in {_name(image)}")
-                    )
+                    detail = f"no face found in {_name(image)}"
+                    rows.append(FacePrediction(index, -1, "no_face", detail=detail))
                     continue
-                crops = [crop_face(gray, box, self.face_config.margin) for box in boxes]
+                crops = [self.crop(gray, box) for box in boxes]
             else:
-                crops = [(gray, Box(0, 0, width, height))]
-            for number, (crop, window) in enumerate(crops):
+                crops = [(resize_square(gray, self.face_size), Box(0, 0, width, height))]
+            for number, (face, window) in enumerate(crops):
                 face_rows.append(len(rows))
-                faces.append(resize_square(np.ascontiguousarray(crop), side))
+                faces.append(face)
                 rows.append(FacePrediction(index, number, "face", box=window))
-        if faces:
-            batch = torch.from_numpy(np.stack(faces)).unsqueeze(1)
-            probabilities = predict_probabilities(
-                self.model, batch, self.checkpoint.model_config, self.batch_size, self.device
-            )
-            for row_index, values in zip(face_rows, probabilities, strict=True):
-                row = rows[row_index]
-                rows[row_index] = FacePrediction(row.image, row.face, row.status, row.box, values)
+        for row_index, values in zip(face_rows, self.classify(faces), strict=True):
+            row = rows[row_index]
+            rows[row_index] = FacePrediction(row.image, row.face, row.status, row.box, values)
         return rows
 
 
@@ -233,4 +281,12 @@ def _name(image: ImageInput) -> str:
     return str(image) if len(str(image)) <= 80 else str(image)[:77] + "..."
 
 
-__all__ = ["EmotionPredictor", "FacePrediction", "ImageInput", "face_config_of", "to_gray"]
+__all__ = [
+    "EmotionPredictor",
+    "FaceClassifier",
+    "FacePrediction",
+    "ImageInput",
+    "TorchFaceClassifier",
+    "face_config_of",
+    "to_gray",
+]

@@ -52,6 +52,10 @@ CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 REGISTRATION_FILE = "registration.json"
 CACHE_ENV = "EMONEXT_MODEL_CACHE"
+#: The model shipped inside the package (see its MODEL_CARD.md): inference works offline.
+BUILTIN_URI = "builtin"
+BUILTIN_DIR = Path(__file__).resolve().parent / "assets" / "builtin"
+BUILTIN_WEIGHTS = "model.safetensors"
 DEFAULT_CACHE = Path("~/.cache/emonext/models")
 
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))?/?$")
@@ -494,11 +498,14 @@ class LoadedModel:
     def classes(self) -> tuple[str, ...]:
         return self.checkpoint.classes
 
-    def predictor(self, device: str = "cpu", batch_size: int = 64) -> Any:
-        """An :class:`emonext.predict.EmotionPredictor` for this model."""
+    def predictor(self, device: str = "cpu", batch_size: int = 64, **options: Any) -> Any:
+        """An :class:`emonext.predict.EmotionPredictor` for this model.
+
+        ``options`` go to its constructor (``face_config``, ``classifier``, ``detector``).
+        """
         from emonext.predict import EmotionPredictor
 
-        return EmotionPredictor(self.checkpoint, device=device, batch_size=batch_size)
+        return EmotionPredictor(self.checkpoint, device=device, batch_size=batch_size, **options)
 
 
 def load_model(
@@ -508,6 +515,7 @@ def load_model(
 
     Args:
         uri: ``models:/NAME@ALIAS`` (e.g. ``models:/emonext@champion``), ``models:/NAME/VERSION``,
+            ``builtin`` (the model shipped with the package),
             ``models:/NAME`` (latest version), ``runs:/RUN_ID/model``, a checkpoint file, a
             training output folder or a downloaded MLflow model folder.
         tracking_uri: MLflow store; None reads ``MLFLOW_TRACKING_URI``, else the ``register``
@@ -521,6 +529,8 @@ def load_model(
     """
     reference = str(uri)
     version, run_id = None, None
+    if reference == BUILTIN_URI:
+        return LoadedModel(reference, read_checkpoint(BUILTIN_DIR / BUILTIN_WEIGHTS))
     match = _MODELS_URI.match(reference)
     if match or reference.startswith("runs:/"):
         store = tracking_uri or default_tracking_uri()
@@ -532,6 +542,34 @@ def load_model(
     except CheckpointError as error:
         raise CheckpointError(f"{reference}: incompatible model: {error}") from None
     return LoadedModel(reference, checkpoint, version, run_id)
+
+
+def load_default_model(uri: str | None = None, tracking_uri: str | None = None) -> LoadedModel:
+    """The model inference uses: ``uri`` when given, else the registry's champion when there is
+    one, else the built-in model.
+
+    Args:
+        uri: Any reference :func:`load_model` accepts; None to choose as above.
+        tracking_uri: MLflow store for the champion lookup (see :func:`load_model`).
+
+    Raises:
+        RegistryError, CheckpointError: ``uri`` was given and cannot be loaded.
+    """
+    if uri:
+        return load_model(uri, tracking_uri)
+    champion = f"models:/{_default_model_name()}@{CHAMPION}"
+    try:
+        return load_model(champion, tracking_uri)
+    except (RegistryError, CheckpointError) as error:
+        logger.info("using the built-in model (%s)", error)
+        return load_model(BUILTIN_URI)
+
+
+def _default_model_name() -> str:
+    try:
+        return load_params(DEFAULT_PARAMS_FILE).register.model_name
+    except ConfigError:
+        return "emonext"
 
 
 def default_tracking_uri() -> str:
@@ -637,6 +675,7 @@ def _checkpoint_in_model_dir(folder: Path, reference: str) -> Path:
 
 
 __all__ = [
+    "BUILTIN_URI",
     "CHALLENGER",
     "CHAMPION",
     "LoadedModel",
@@ -644,6 +683,7 @@ __all__ = [
     "RegistryError",
     "default_tracking_uri",
     "fetch_checkpoint",
+    "load_default_model",
     "load_model",
     "register_model",
 ]

@@ -42,6 +42,13 @@ def _params(trained_run: Path, root: Path, *overrides: str) -> Params:
     )
 
 
+def _champion_version(params: Params) -> str:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(params.register.effective_tracking_uri())
+    return str(client.get_model_version_by_alias(params.register.model_name, "champion").version)
+
+
 @pytest.fixture(scope="module")
 def store(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Params, dict]]:
     """One store with version 1 (champion) registered from the session's tiny model."""
@@ -126,11 +133,11 @@ def test_loader_resolves_aliases_versions_runs_and_local_paths(
     params, first = store
     uri = params.register.effective_tracking_uri()
     champion = load_model("models:/emonext@champion", tracking_uri=uri)
-    assert champion.version == "3" and champion.classes == tuple(params.data.classes)
+    assert champion.version == _champion_version(params) and champion.classes == tuple(params.data.classes)
     by_version = load_model("models:/emonext/1", tracking_uri=uri)
     assert by_version.run_id == first["run_id"]
     latest = load_model("models:/emonext", tracking_uri=uri)
-    assert int(latest.version or 0) >= 3
+    assert int(latest.version or 0) >= int(champion.version or 0)
     from_run = load_model(f"runs:/{first['run_id']}/model", tracking_uri=uri)
     assert from_run.checkpoint.state_dict.keys() == by_version.checkpoint.state_dict.keys()
     local = load_model(trained_run)
@@ -249,3 +256,26 @@ def test_cli_evaluates_a_registered_model_and_reports_registry_errors(
     assert json.loads(result.stdout)["num_samples"] == 70
     result = runner.invoke(app, ["evaluate", "--model", "models:/emonext@nope", *common])
     assert result.exit_code == 2 and "no alias 'nope'" in result.output
+
+
+def test_builtin_model_is_small_documented_and_the_fallback(
+    store: tuple[Params, dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emonext.registry import BUILTIN_DIR, load_default_model
+
+    weights = BUILTIN_DIR / "model.safetensors"
+    assert weights.stat().st_size <= 15 * 1024 * 1024
+    card = (BUILTIN_DIR / "MODEL_CARD.md").read_text()
+    assert "training command" in card and "Per class" in card and "Confusion matrix" in card
+    builtin = load_model("builtin")
+    (row,) = builtin.predictor().predict([PORTRAIT])
+    assert row.status == "face" and row.probabilities is not None
+    assert row.probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+
+    params, _ = store
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    champion = load_default_model(tracking_uri=params.register.effective_tracking_uri())
+    assert champion.version == _champion_version(params)
+    empty_store = f"sqlite:///{tmp_path / 'none.db'}"
+    assert load_default_model(tracking_uri=empty_store).uri == "builtin"
+    assert load_default_model("builtin", tracking_uri=empty_store).uri == "builtin"

@@ -248,8 +248,10 @@ def _decode_records(
     # PIL releases the GIL while decoding, so threads use both cores without pickling arrays.
     with ThreadPoolExecutor(max_workers=4) as pool:
         results: Iterator[np.ndarray | str] = pool.map(decode, records)
+        # disable=None: a bar on a terminal, none in logs (CI, Prefect runs, DVC stages).
+        pairs = zip(records, results, strict=True)
         for record, result in tqdm(
-            zip(records, results, strict=True), total=len(records), desc=description, unit="img", leave=False
+            pairs, total=len(records), desc=description, unit="img", leave=False, disable=None
         ):
             if isinstance(result, str):
                 report.unreadable.append((str(record.path), result))
