@@ -94,7 +94,6 @@ def export_onnx(checkpoint: Checkpoint, path: Path, opset: int | None = None) ->
     example = torch.zeros((2, 1, face_size, face_size), dtype=torch.uint8)
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)  # pytree deprecations inside the exporter
-        warnings.simplefilter("ignore", UserWarning)
         program = torch.onnx.export(
             module,
             (example,),
