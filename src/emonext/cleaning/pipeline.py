@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -478,7 +478,8 @@ class DecodedImage:
     """A decoded grayscale image.
 
     Attributes:
-        gray: uint8 (H, W), possibly decoded at a reduced scale.
+        gray: uint8 (H, W), possibly decoded at a reduced scale; (H, W, 3) RGB when decoded
+            with ``decode_pixels(mode="RGB")``.
         width: Width of the original image in pixels.
         height: Height of the original image in pixels.
         scale: ``gray``'s pixels per original pixel (1.0 unless decoded at a reduced scale).
@@ -495,9 +496,7 @@ def decode_gray(
 ) -> DecodedImage:
     """Decode any image file PIL reads into 8-bit grayscale, robustly.
 
-    EXIF orientation is applied; the first frame of an animation is used; transparent pixels are
-    composited onto white; 16-bit and float images are rescaled to 0-255; CMYK, palette and
-    other modes are converted. JPEGs over twice ``draft_side`` are decoded at a reduced scale.
+    See :func:`decode_pixels`; JPEGs over twice ``draft_side`` are decoded at a reduced scale.
 
     Args:
         path: The image file, or its bytes (an upload, a request body).
@@ -512,8 +511,33 @@ def decode_gray(
     Raises:
         UnusableImage: ``undecodable`` (empty, truncated, unknown format) or ``too_large``.
     """
+    return decode_pixels(path, max_pixels, draft_side, "L")
+
+
+def decode_pixels(
+    source: Path | bytes,
+    max_pixels: int = MAX_PIXELS,
+    draft_side: int | None = None,
+    mode: Literal["L", "RGB"] = "L",
+) -> DecodedImage:
+    """Decode any image PIL reads into upright 8-bit grayscale (``L``) or RGB, robustly.
+
+    EXIF orientation is applied; the first frame of an animation is used; transparent pixels are
+    composited onto white; 16-bit and float images are rescaled to 0-255 by their maximum; CMYK,
+    palette and other modes are converted. Cleaning and inference share it, so both see the
+    same picture.
+
+    Args:
+        source: The image file, or its bytes.
+        max_pixels: Larger images are refused before decoding.
+        draft_side: Grayscale only: decode large JPEGs at a reduced scale (see :func:`decode_gray`).
+        mode: ``L`` for grayscale (H, W), ``RGB`` for colour (H, W, 3); in ``DecodedImage.gray``.
+
+    Raises:
+        UnusableImage: ``undecodable`` (empty, truncated, unknown format) or ``too_large``.
+    """
     try:
-        size = len(path) if isinstance(path, bytes) else path.stat().st_size
+        size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
     except OSError as error:
         raise UnusableImage("undecodable", f"cannot read file: {error.strerror or error}") from None
     if size == 0:
@@ -522,7 +546,7 @@ def decode_gray(
         # Corrupt EXIF, palette transparency notes: the decode below handles or reports them.
         warnings.simplefilter("ignore")
         try:
-            with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
+            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise UnusableImage("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
@@ -530,7 +554,12 @@ def decode_gray(
                     raise UnusableImage("undecodable", f"image has size {width}x{height}")
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
-                if draft_side and image.format == "JPEG" and max(width, height) > 2 * draft_side:
+                if (
+                    mode == "L"
+                    and draft_side
+                    and image.format == "JPEG"
+                    and max(width, height) > 2 * draft_side
+                ):
                     ratio = draft_side / max(width, height)
                     image.draft("L", (math.ceil(width * ratio), math.ceil(height * ratio)))
                 image.load()
@@ -538,12 +567,12 @@ def decode_gray(
                 oriented = _apply_orientation(image)
                 if oriented.size != image.size:
                     width, height = height, width
-                gray = _to_gray(oriented)
+                pixels = _to_gray(oriented) if mode == "L" else _to_rgb(oriented)
         except Image.DecompressionBombError as error:
             raise UnusableImage("too_large", str(error)) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
             raise UnusableImage("undecodable", f"{type(error).__name__}: {error}") from None
-    return DecodedImage(gray, width, height, scale)
+    return DecodedImage(pixels, width, height, scale)
 
 
 def _apply_orientation(image: Image.Image) -> Image.Image:
@@ -574,6 +603,16 @@ def _to_gray(image: Image.Image) -> np.ndarray:
     if mode not in ("1", "P", "RGB", "RGBX", "CMYK", "YCbCr"):
         image = image.convert("RGB")
     return np.asarray(image.convert("L"), dtype=np.uint8)
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return np.repeat(_to_gray(image)[:, :, None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def laplacian_variance(face: np.ndarray, side: int = BLUR_SIDE) -> float:

@@ -19,10 +19,8 @@ Outputs in ``output_dir``, per image ``<stem>`` (``<stem>-2`` when two inputs sh
 from __future__ import annotations
 
 import glob
-import io
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,11 +28,10 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from emonext.cleaning.faces import Box
-from emonext.cleaning.pipeline import MAX_PIXELS, UnusableImage
+from emonext.cleaning.pipeline import MAX_PIXELS, UnusableImage, decode_pixels
 from emonext.fileio import write_atomically, write_json
 from emonext.inference.annotate import FaceOverlay, draw_faces, encode_image, label_text, probability_chart
 from emonext.inference.common import FacePipeline, box_dict, probabilities_dict
@@ -75,72 +72,13 @@ Status = Literal["ok", "no_face", "error"]
 
 
 def decode_color(source: Path | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode any image PIL reads into upright 8-bit RGB, as robustly as ``decode_gray``.
-
-    EXIF orientation is applied; the first frame of an animation is used; transparent pixels
-    are composited onto white; 16-bit and float images are rescaled to 0-255 by their maximum
-    (as ``decode_gray`` does, so both see the same picture); CMYK, palette and other modes are
-    converted.
-
-    Args:
-        source: The image file, or its bytes.
-        max_pixels: Images declaring more pixels are refused before decoding.
-
-    Returns:
-        uint8 (H, W, 3) RGB.
+    """Upright 8-bit RGB (H, W, 3) of any image, decoded as cleaning decodes (see
+    :func:`emonext.cleaning.pipeline.decode_pixels`).
 
     Raises:
         UnusableImage: ``undecodable`` (empty, truncated, unknown format) or ``too_large``.
     """
-    try:
-        size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
-    except OSError as error:
-        raise UnusableImage("undecodable", f"cannot read file: {error.strerror or error}") from None
-    if size == 0:
-        raise UnusableImage("undecodable", "empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # corrupt EXIF, palette transparency notes
-        try:
-            with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise UnusableImage("too_large", f"{width}x{height} exceeds {max_pixels} pixels")
-                if width == 0 or height == 0:
-                    raise UnusableImage("undecodable", f"image has size {width}x{height}")
-                if getattr(image, "n_frames", 1) > 1:
-                    image.seek(0)
-                image.load()
-                return _to_rgb(_upright(image))
-        except Image.DecompressionBombError as error:
-            raise UnusableImage("too_large", str(error)) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
-            raise UnusableImage("undecodable", f"{type(error).__name__}: {error}") from None
-
-
-def _upright(image: Image.Image) -> Image.Image:
-    """Rotate as the EXIF orientation says; an unreadable EXIF block keeps the stored orientation."""
-    try:
-        if image.getexif().get(ExifTags.Base.Orientation, 1) in (0, 1):
-            return image
-        return ImageOps.exif_transpose(image)
-    except (OSError, ValueError, TypeError, KeyError, ZeroDivisionError, SyntaxError):
-        return image
-
-
-def _to_rgb(image: Image.Image) -> np.ndarray:
-    mode = image.mode
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = float(values.max()) if values.size else 0.0
-        if top > 255:
-            values = values * (255.0 / top)
-        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8)
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return decode_pixels(source, max_pixels, mode="RGB").gray
 
 
 # --------------------------------------------------------------------------------------------
