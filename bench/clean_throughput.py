@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from fer2013_data import SHARED_FER2013, fer2013_root
+from machine import cpu_model
 
 from emonext.cleaning import clean
 from emonext.config import load_params
@@ -43,16 +44,6 @@ def children_max_rss_mib() -> float:
     if getattr(server, "_forkserver_pid", None) is not None:
         server._stop()
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

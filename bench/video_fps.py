@@ -49,6 +49,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from machine import cpu_model  # bench/ is on sys.path when this file runs as a script
+
 logger = logging.getLogger("bench.video_fps")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -384,16 +386,6 @@ def parse_extra(text: str) -> tuple[str, int, list[str]]:
     if backend not in ("torch", "onnx") or not every.isdigit():
         raise SystemExit(f"--extra {text!r}: expected 'torch|onnx EVERY [key=value ...]'")
     return backend, int(every), overrides
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def cpu_busy(seconds: float = 1.0) -> float:

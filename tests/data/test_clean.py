@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -20,7 +18,7 @@ from emonext.cleaning.faces import Box, HaarFaceDetector, crop_face, merge_overl
 from emonext.cleaning.hashing import content_sha256, hamming_distances, near_duplicate_graph
 from emonext.cleaning.pipeline import decode_gray
 from emonext.config import Params, load_params
-from tests.conftest import PARAMS_FILE, REPO, SAMPLE
+from tests.conftest import PARAMS_FILE, REPO, SAMPLE, png_header_only
 
 FIXTURES = REPO / "tests" / "fixtures"
 TWO_PEOPLE = FIXTURES / "ageitgey_two_people.jpg"
@@ -55,23 +53,6 @@ def rows_of(manifest: list[dict[str, str]], original: str) -> list[dict[str, str
 
 def box_of(row: dict[str, str]) -> Box:
     return Box(*(int(value) for value in row["box"].split()))
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` pixels but holds almost no data (a bomb)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 def jpeg_bytes(image: Image.Image, quality: int) -> bytes:

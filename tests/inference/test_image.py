@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -13,26 +11,10 @@ import pytest
 from PIL import Image
 
 from emonext.inference.image import PREDICTIONS_FILE, ImageReport, analyze_images, decode_color, expand_inputs
+from tests.conftest import png_header_only
 from tests.inference.support import COUPLE, PORTRAIT, TWO_PEOPLE, builtin_predictor
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG declaring ``width`` x ``height`` pixels with almost no data (a decompression bomb)."""
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-        + chunk(b"IEND", b"")
-    )
 
 
 @pytest.fixture(scope="module")
