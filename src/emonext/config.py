@@ -508,6 +508,9 @@ class OrchestrationConfig(_Section):
         retry_backoff: Base delay in seconds of the exponential back-off between retries.
         cache_days: How long a step's cached result stays valid (its key is the content hash of
             its inputs plus its params section).
+        task_runner: Where the clean step's shards run, each as a Prefect task: ``process`` or
+            ``thread`` (a local pool of ``clean.workers``), or ``ray`` (Prefect's
+            ``RayTaskRunner`` on the engine the ``ray`` section names). Outputs are identical.
     """
 
     deployment: str = Field(min_length=1)
@@ -516,6 +519,7 @@ class OrchestrationConfig(_Section):
     scrape_retries: int = Field(ge=0)
     retry_backoff: float = Field(ge=0.0)
     cache_days: float = Field(gt=0.0)
+    task_runner: Literal["process", "thread", "ray"]
 
     @field_validator("cron")
     @classmethod
@@ -523,6 +527,87 @@ class OrchestrationConfig(_Section):
         if len(cron.split()) != 5:
             raise ValueError(f"must be a 5-field cron expression like '0 3 * * 1', got {cron!r}")
         return cron
+
+
+class RayConfig(_Section):
+    """The Ray engine behind ``emonext tune`` and ``orchestration.task_runner: ray``.
+
+    Args:
+        address: Null starts a local Ray in the calling process; ``auto`` or
+            ``ray://head:10001`` joins a running cluster (then ``num_cpus`` and ``temp_dir`` are
+            the cluster's business).
+        num_cpus: CPUs a local Ray may use; 0 = every core.
+        temp_dir: A local Ray's session folder; null = Ray's default (``/tmp/ray``).
+    """
+
+    address: str | None
+    num_cpus: int = Field(ge=0)
+    temp_dir: Path | None
+
+
+class SearchDimension(_Section):
+    """One hyper-parameter's search distribution.
+
+    Args:
+        distribution: ``loguniform`` or ``uniform`` between ``low`` and ``high``, or ``choice``
+            among ``values``.
+        low: Lower bound (continuous distributions).
+        high: Upper bound (continuous distributions).
+        values: The candidates (``choice``).
+    """
+
+    distribution: Literal["loguniform", "uniform", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _bounds_or_values(self) -> SearchDimension:
+        if self.distribution == "choice":
+            if not self.values:
+                raise ValueError("distribution 'choice' needs a non-empty 'values' list")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"distribution {self.distribution!r} needs 'low' < 'high'")
+        elif self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError("distribution 'loguniform' needs 'low' > 0")
+        return self
+
+
+class TuneConfig(_Section):
+    """Hyper-parameter search with Ray Tune (random search, ASHA early stopping).
+
+    Every trial trains with the project's params plus the trial's values for the keys in
+    ``search_space``, for at most ``train.epochs`` epochs, reporting after each epoch.
+
+    Args:
+        name: Experiment name (the folder under ``storage_path`` and the MLflow parent run).
+        num_samples: Trials to run.
+        max_concurrent: Trials at once; 0 = as many as the CPUs allow.
+        cpus_per_trial: CPUs reserved per trial, also its torch thread count.
+        gpus_per_trial: GPUs reserved per trial (fractions share a GPU).
+        metric: Validation metric every trial reports and the search maximises.
+        grace_period: ASHA: epochs every trial runs before it may be stopped.
+        reduction_factor: ASHA: each rung keeps the best ``1 / reduction_factor`` of the trials.
+        seed: Seed of the search, so the same params draw the same trial configs.
+        storage_path: Where Ray Tune keeps trial results and checkpoints; null =
+            ``output_dir/ray``. On a cluster, a path every node shares (NFS) or a URI
+            (``s3://bucket/tune``).
+        output_dir: Where ``best_params.yaml``, ``best.json`` and ``trials.csv`` are written.
+        search_space: ``section -> key -> dimension`` over the params keys to tune.
+    """
+
+    name: str = Field(min_length=1)
+    num_samples: int = Field(ge=1)
+    max_concurrent: int = Field(ge=0)
+    cpus_per_trial: float = Field(gt=0.0)
+    gpus_per_trial: float = Field(ge=0.0)
+    metric: Literal["val_accuracy", "val_macro_f1"]
+    grace_period: int = Field(ge=1)
+    reduction_factor: float = Field(gt=1.0)
+    seed: int
+    storage_path: str | None
+    output_dir: Path
+    search_space: dict[str, dict[str, SearchDimension]] = Field(min_length=1)
 
 
 # The ``register`` section shadows ABCMeta.register (pydantic models are ABCs); instances read the
@@ -544,6 +629,17 @@ class Params(_Section):
     register: RegisterConfig
     orchestration: OrchestrationConfig
     infer: InferConfig
+    ray: RayConfig
+    tune: TuneConfig
+
+    @model_validator(mode="after")
+    def _search_space_names_params(self) -> Params:
+        for section, keys in self.tune.search_space.items():
+            target = getattr(self, section) if section in type(self).model_fields else None
+            for key in keys:
+                if not isinstance(target, _Section) or key not in type(target).model_fields:
+                    raise ValueError(f"tune.search_space: {section}.{key} is not a params key")
+        return self
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS_FILE, overrides: Iterable[str] = ()) -> Params:
@@ -679,8 +775,10 @@ def _describe(
             lines.append(f"  {key}: unknown key; allowed keys: {_allowed_keys(item['loc'], root)}")
         elif kind == "missing":
             lines.append(f"  {key}: required key is missing")
-        else:
+        elif item["loc"]:
             lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+        else:  # a check across sections: its message names the keys; the input is the whole file
+            lines.append(f"  {item['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -694,8 +792,11 @@ __all__ = [
     "ModelConfig",
     "OrchestrationConfig",
     "Params",
+    "RayConfig",
     "RegisterConfig",
+    "SearchDimension",
     "TrainConfig",
+    "TuneConfig",
     "apply_overrides",
     "flatten",
     "load_params",
