@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +52,8 @@ def ray_session(config: RayConfig) -> Iterator[None]:
         yield
         return
     kwargs = ray_init_kwargs(config)
+    if config.address is not None:
+        check_reachable(config.address)
     try:
         ray.init(**kwargs)
     except ConnectionError as error:
@@ -64,3 +67,26 @@ def ray_session(config: RayConfig) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when a ``host:port`` or ``ray://host:port`` address does not answer.
+
+    ``ray.init`` retries an unreachable cluster for minutes before it gives up; a plain TCP
+    connection says the same in seconds. ``auto`` (the cluster this machine belongs to) is left
+    to Ray.
+
+    Raises:
+        ConnectionError: Nothing accepts connections at the address.
+    """
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError as error:
+        raise ConnectionError(
+            f"ray.address={address!r}: no Ray cluster answers there ({error}); "
+            "start one with `ray start --head` or set ray.address to null for a local engine"
+        ) from None
