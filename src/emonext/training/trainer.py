@@ -1,4 +1,4 @@
-"""Train an emotion classifier on in-memory faces.
+"""Train an emotion classifier on in-memory faces, in one process or data-parallel under torchrun.
 
 Recipe (EmoNeXt paper, Sec. IV): AdamW, linear warm-up then cosine decay to ``min_lr`` (the
 configured ``lr`` is the peak actually used), label-smoothed cross-entropy plus
@@ -8,6 +8,15 @@ and optional class balancing (FER2013's disgust class is 1.5% of the data).
 
 Each epoch's randomness (shuffling, augmentation, stochastic depth) is seeded from
 ``(seed, epoch)``, so a run resumed from ``last.pt`` reproduces an uninterrupted run.
+
+Launched by ``torchrun --nproc-per-node N -m emonext.train`` (``WORLD_SIZE`` > 1), every process
+runs :func:`train`: the model is wrapped in ``DistributedDataParallel``, each epoch's global sample
+order (identical on every rank) is sharded with ``DistributedSampler``, and ``train.batch_size``
+is per process, so the global batch is ``batch_size x N`` and an epoch has ``N`` times fewer
+steps. Augmentation and stochastic depth draw from per-rank seeds (rank 0 keeps the one-process
+seeds). Rank 0 alone logs, validates, decides early stopping and the time budget (broadcast to
+the others, so all ranks stop together) and writes ``metrics.json``, ``summary.json``,
+``best.safetensors`` and ``last.pt``; train loss and accuracy are summed over all ranks.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
+from torch import nn
 from tqdm import tqdm
 
 from emonext.checkpoint import (
@@ -42,7 +52,14 @@ from emonext.evaluation.evaluate import predict_probabilities
 from emonext.evaluation.metrics import classification_report
 from emonext.fileio import write_json
 from emonext.models import EmotionModel, attention_regularization, create_model
-from emonext.runtime import autocast, configure_threads, resolve_precision, seed_everything, select_device
+from emonext.runtime import ResolvedPrecision, autocast, configure_threads, resolve_precision, seed_everything
+from emonext.training.distributed import (
+    DistributedContext,
+    distributed_session,
+    main_rank_logging,
+    rank_seed,
+    training_module,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +111,21 @@ class TrainResult:
         }
 
 
+@dataclass(frozen=True)
+class _EpochDecision:
+    """What rank 0 concluded after an epoch, broadcast so every rank keeps the same state."""
+
+    metrics: EpochMetrics
+    best_accuracy: float
+    best_epoch: int
+    patience_left: int
+    stop_reason: str
+
+
 EpochCallback = Callable[[EpochMetrics], None]
+
+#: Order of the per-epoch sums that :func:`_train_one_epoch` returns and the ranks all-reduce.
+_TOTALS = ("loss", "ce", "sa", "correct", "seen")
 
 
 def train(
@@ -105,22 +136,39 @@ def train(
 ) -> TrainResult:
     """Train ``params.model`` on ``params.data`` with ``params.train``.
 
+    Under torchrun every process calls this and gets the same result; ``train.batch_size`` is
+    per process (global batch ``batch_size x WORLD_SIZE``). The process group is set up here and
+    torn down on return, also when training fails.
+
     Args:
         params: Full configuration.
         datasets: Pre-loaded ``{train_split: ..., val_split: ...}``; loaded from ``params.data``
             when None.
-        on_epoch_end: Called after every epoch, once its checkpoints are written.
-        progress: Show a progress bar per epoch.
+        on_epoch_end: Called after every epoch, once its checkpoints are written (on rank 0 only
+            when distributed).
+        progress: Show a progress bar per epoch (rank 0 only).
 
     Returns:
         Per-epoch metrics and where the checkpoints are.
     """
+    with distributed_session(params.train.device) as context, main_rank_logging(context):
+        return _train(params, datasets, on_epoch_end, progress, context)
+
+
+def _train(
+    params: Params,
+    datasets: dict[str, FaceDataset] | None,
+    on_epoch_end: EpochCallback | None,
+    progress: bool,
+    context: DistributedContext,
+) -> TrainResult:
     config = params.train
     configure_threads(config.num_threads)
-    device = select_device(config.device)
+    device = context.device
     precision = resolve_precision(config.precision, device)
     output_dir = config.output_dir
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if context.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
 
     if datasets is None:
         splits = [params.data.train_split] + ([params.data.val_split] if params.data.val_fraction > 0 else [])
@@ -138,14 +186,24 @@ def train(
         device,
         precision,
     )
+    shard_size = context.shard_size(len(train_set))
+    if context.distributed:
+        logger.info(
+            "data-parallel over %d processes: %d faces each per epoch, global batch %d (%d per process)",
+            context.world_size,
+            shard_size,
+            config.batch_size * context.world_size,
+            config.batch_size,
+        )
 
-    seed_everything(config.seed)
+    seed_everything(config.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's too)
     # channels_last: about 20% faster ConvNeXt training steps on CPU (bench/train_throughput.py).
     model = create_model(params.model, num_classes=len(classes)).to(device, memory_format=torch.channels_last)
     optimizer = create_optimizer_v2(
         model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay, momentum=0.9
     )
-    steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size))
+    # Steps of one rank: the schedule advances once per (synchronised) step on every rank.
+    steps_per_epoch = max(1, math.ceil(shard_size / config.batch_size))
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
     scheduler = CosineLRScheduler(
@@ -157,6 +215,9 @@ def train(
         warmup_prefix=True,
         t_in_epochs=False,
     )
+    # Every rank updates an EMA of the weights DDP keeps identical, so the copies agree (but for the
+    # STN's BatchNorm statistics, which each rank updates from its own batch); rank 0's is the one
+    # evaluated and saved, and a resume gives it to every rank.
     ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) if config.ema else None
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     class_weights = _class_weights(train_set, config.class_balance).to(device)
@@ -165,6 +226,8 @@ def train(
     best_accuracy, best_epoch, patience_left = -1.0, 0, config.early_stopping_patience
     start_epoch, minutes_before = 1, 0.0
     last_path, best_path = output_dir / LAST_CHECKPOINT, output_dir / BEST_CHECKPOINT
+    # Rank 0 wrote last.pt (atomically) in an earlier run; nobody looks before everyone is here.
+    context.barrier()
     if config.resume and last_path.is_file():
         state = load_training_state(last_path)
         model.load_state_dict(state["model"])
@@ -179,112 +242,141 @@ def train(
         start_epoch = state["epoch"] + 1
         minutes_before = history[-1].minutes_total if history else 0.0
         logger.info("resumed from %s after epoch %d", last_path, state["epoch"])
+    if context.broadcast(start_epoch) != start_epoch:
+        # Ranks that disagree on the epoch would wait for each other's collectives forever.
+        raise RuntimeError(
+            f"rank {context.rank} would start at epoch {start_epoch}, unlike rank 0: {last_path} differs "
+            "between ranks (train.output_dir must be one folder that every rank sees)"
+        )
+    step_module = training_module(model, context)
 
     stop_reason = ""
     started = time.monotonic()
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.monotonic()
-        torch.manual_seed(config.seed * 1_000_003 + epoch)  # stochastic depth, dropout
+        # Stochastic depth and dropout: per (seed, epoch) and different on every rank.
+        torch.manual_seed(rank_seed(config.seed * 1_000_003 + epoch, context.rank))
         generator = torch.Generator().manual_seed(config.seed * 7_919 + epoch)
-        stats = _train_one_epoch(
+        order = _epoch_order(train_set, config.class_balance, generator)  # the same on every rank
+        if not context.is_main:
+            # Rank 0 augments with the rest of the order's stream, exactly as one process does.
+            generator = torch.Generator().manual_seed(rank_seed(config.seed * 7_919 + epoch, context.rank))
+        shard = context.shard(order)
+        totals = _train_one_epoch(
+            step_module,
             model,
             ema,
             optimizer,
             scheduler,
             scaler,
             train_set,
+            shard,
             params,
             generator,
             class_weights,
-            device,
+            context,
             precision,
             epoch,
             steps_per_epoch,
-            progress,
+            progress and context.is_main,
         )
-        evaluated = ema.module if ema is not None else model
-        val_accuracy = val_macro_f1 = float("nan")
-        if val_set is not None and len(val_set):
-            # fp32, as `emonext evaluate`: the saved val accuracy is what evaluation reproduces.
-            probabilities = predict_probabilities(
-                evaluated,
-                val_set.images,
-                params.model,
-                batch_size=max(config.batch_size, 256),
-                device=device,
-                precision="fp32",
-            )
-            report = classification_report(val_set.labels.numpy(), probabilities.argmax(1), classes)
-            val_accuracy, val_macro_f1 = report.accuracy, report.macro_f1
-        seconds = time.monotonic() - epoch_start
-        metrics = EpochMetrics(
-            epoch=epoch,
-            lr=optimizer.param_groups[0]["lr"],
-            train_loss=stats["loss"],
-            train_ce=stats["ce"],
-            train_sa=stats["sa"],
-            train_accuracy=stats["accuracy"],
-            val_accuracy=val_accuracy,
-            val_macro_f1=val_macro_f1,
-            seconds=seconds,
-            minutes_total=minutes_before + (time.monotonic() - started) / 60.0,
-            images_per_second=len(train_set) / seconds,
-        )
-        history.append(metrics)
-        logger.info(
-            "epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  val macro-F1 %.4f  (%.1fs)",
-            epoch,
-            config.epochs,
-            metrics.train_loss,
-            metrics.train_accuracy,
-            val_accuracy,
-            val_macro_f1,
-            seconds,
-        )
+        stats = _epoch_means(context.all_reduce_sum(totals))
 
-        score = val_accuracy if not math.isnan(val_accuracy) else metrics.train_accuracy
-        if score > best_accuracy:
-            best_accuracy, best_epoch = score, epoch
-            patience_left = config.early_stopping_patience
-            save_model_checkpoint(
-                best_path,
-                evaluated.state_dict(),
-                params,
-                classes,
-                {"epoch": epoch, "val_accuracy": val_accuracy, "val_macro_f1": val_macro_f1},
+        decision: _EpochDecision | None = None
+        if context.is_main:
+            evaluated = ema.module if ema is not None else model
+            val_accuracy = val_macro_f1 = float("nan")
+            if val_set is not None and len(val_set):
+                # fp32, as `emonext evaluate`: the saved val accuracy is what evaluation reproduces.
+                probabilities = predict_probabilities(
+                    evaluated,
+                    val_set.images,
+                    params.model,
+                    batch_size=max(config.batch_size, 256),
+                    device=device,
+                    precision="fp32",
+                )
+                report = classification_report(val_set.labels.numpy(), probabilities.argmax(1), classes)
+                val_accuracy, val_macro_f1 = report.accuracy, report.macro_f1
+            seconds = time.monotonic() - epoch_start
+            metrics = EpochMetrics(
+                epoch=epoch,
+                lr=optimizer.param_groups[0]["lr"],
+                train_loss=stats["loss"],
+                train_ce=stats["ce"],
+                train_sa=stats["sa"],
+                train_accuracy=stats["accuracy"],
+                val_accuracy=val_accuracy,
+                val_macro_f1=val_macro_f1,
+                seconds=seconds,
+                minutes_total=minutes_before + (time.monotonic() - started) / 60.0,
+                # All ranks' images (the shards, padding included; the dataset with one process).
+                images_per_second=len(shard) * context.world_size / seconds,
             )
-        else:
-            patience_left -= 1
-        if config.early_stopping_patience and patience_left <= 0 and epoch < config.epochs:
-            stop_reason = f"no val accuracy gain for {config.early_stopping_patience} epochs"
-        if (
-            config.max_minutes is not None
-            and metrics.minutes_total >= config.max_minutes
-            and epoch < config.epochs
-        ):
-            stop_reason = f"time budget of {config.max_minutes} minutes reached"
+            history.append(metrics)
+            logger.info(
+                "epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f  val macro-F1 %.4f  (%.1fs)",
+                epoch,
+                config.epochs,
+                metrics.train_loss,
+                metrics.train_accuracy,
+                val_accuracy,
+                val_macro_f1,
+                seconds,
+            )
 
-        save_training_state(
-            last_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "params": params.model_dump_json(),
-                "classes": list(classes),
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "ema": ema.module.state_dict() if ema is not None else {},
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "history": json.dumps([asdict(row) for row in history]),
-                "best_accuracy": best_accuracy,
-                "best_epoch": best_epoch,
-                "patience_left": patience_left,
-            },
-        )
-        write_metrics(output_dir, history)
-        if on_epoch_end is not None:
-            on_epoch_end(metrics)
+            score = val_accuracy if not math.isnan(val_accuracy) else metrics.train_accuracy
+            if score > best_accuracy:
+                best_accuracy, best_epoch = score, epoch
+                patience_left = config.early_stopping_patience
+                save_model_checkpoint(
+                    best_path,
+                    evaluated.state_dict(),
+                    params,
+                    classes,
+                    {"epoch": epoch, "val_accuracy": val_accuracy, "val_macro_f1": val_macro_f1},
+                )
+            else:
+                patience_left -= 1
+            if config.early_stopping_patience and patience_left <= 0 and epoch < config.epochs:
+                stop_reason = f"no val accuracy gain for {config.early_stopping_patience} epochs"
+            if (
+                config.max_minutes is not None
+                and metrics.minutes_total >= config.max_minutes
+                and epoch < config.epochs
+            ):
+                stop_reason = f"time budget of {config.max_minutes} minutes reached"
+
+            save_training_state(
+                last_path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "params": params.model_dump_json(),
+                    "classes": list(classes),
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "ema": ema.module.state_dict() if ema is not None else {},
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "history": json.dumps([asdict(row) for row in history]),
+                    "best_accuracy": best_accuracy,
+                    "best_epoch": best_epoch,
+                    "patience_left": patience_left,
+                },
+            )
+            write_metrics(output_dir, history)
+            if on_epoch_end is not None:
+                on_epoch_end(metrics)
+            decision = _EpochDecision(metrics, best_accuracy, best_epoch, patience_left, stop_reason)
+
+        # The other ranks wait here while rank 0 validates and writes, then adopt its decisions.
+        decision = context.broadcast(decision)
+        assert decision is not None  # rank 0 always sends one
+        if not context.is_main:
+            history.append(decision.metrics)
+        best_accuracy, best_epoch = decision.best_accuracy, decision.best_epoch
+        patience_left, stop_reason = decision.patience_left, decision.stop_reason
         if stop_reason:
             logger.info("stopping after epoch %d: %s", epoch, stop_reason)
             break
@@ -300,8 +392,9 @@ def train(
         stopped_early=bool(stop_reason),
         stop_reason=stop_reason,
     )
-    summary = result.summary()
-    write_json(output_dir / SUMMARY_FILE, summary)
+    if context.is_main:
+        write_json(output_dir / SUMMARY_FILE, result.summary())
+    context.barrier()  # every rank returns only once summary.json is complete
     return result
 
 
@@ -328,32 +421,48 @@ def _epoch_order(dataset: FaceDataset, class_balance: str, generator: torch.Gene
 def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     for start in range(0, len(order), batch_size):
         batch = order[start : start + batch_size]
-        if len(batch) > 1 or start == 0:  # a batch of one would break BatchNorm in the STN
+        # A batch of one would break BatchNorm in the STN. Shards have equal lengths, so every
+        # rank skips the same step and DDP's collectives stay matched.
+        if len(batch) > 1 or start == 0:
             yield batch
 
 
+def _epoch_means(totals: list[float]) -> dict[str, float]:
+    sums = dict(zip(_TOTALS, totals, strict=True))
+    seen = max(sums["seen"], 1.0)
+    return {
+        "loss": sums["loss"] / seen,
+        "ce": sums["ce"] / seen,
+        "sa": sums["sa"] / seen,
+        "accuracy": sums["correct"] / seen,
+    }
+
+
 def _train_one_epoch(
+    step_module: nn.Module,
     model: EmotionModel,
     ema: ModelEmaV3 | None,
     optimizer: torch.optim.Optimizer,
     scheduler: CosineLRScheduler,
     scaler: torch.amp.GradScaler,
     dataset: FaceDataset,
+    shard: torch.Tensor,
     params: Params,
     generator: torch.Generator,
     class_weights: torch.Tensor,
-    device: torch.device,
-    precision: str,
+    context: DistributedContext,
+    precision: ResolvedPrecision,
     epoch: int,
     steps_per_epoch: int,
     progress: bool,
-) -> dict[str, float]:
+) -> list[float]:
+    """One pass over this rank's ``shard``; returns this rank's sums in :data:`_TOTALS` order."""
     config = params.train
-    model.train()
-    order = _epoch_order(dataset, config.class_balance, generator)
-    totals = {"loss": 0.0, "ce": 0.0, "sa": 0.0, "correct": 0.0, "seen": 0.0}
+    device = context.device
+    step_module.train()
+    totals = dict.fromkeys(_TOTALS, 0.0)
     bar = tqdm(
-        _batches(order, config.batch_size),
+        _batches(shard, config.batch_size),
         total=steps_per_epoch,
         desc=f"epoch {epoch}/{config.epochs}",
         unit="batch",
@@ -365,7 +474,9 @@ def _train_one_epoch(
         images = images.to(device, memory_format=torch.channels_last)
         labels = dataset.labels[indices].to(device)
         with autocast(device, precision):
-            output = model.forward_with_attention(images)
+            # Through step_module (DDP's forward when distributed), never the model directly:
+            # DDP only all-reduces the gradients of forwards it ran.
+            output = step_module(images)
         logits = output.logits.float()
         ce = F.cross_entropy(logits, labels, weight=class_weights, label_smoothing=config.label_smoothing)
         sa = (
@@ -374,8 +485,11 @@ def _train_one_epoch(
             else logits.new_zeros(())
         )
         loss = ce + config.sa_lambda * sa
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"epoch {epoch} step {step}: loss is {loss.item()}; lower train.lr")
+        finite = bool(torch.isfinite(loss))
+        # Agreed by all ranks: one rank raising alone would leave the others waiting in backward.
+        if not context.all_true(finite):
+            value = loss.item() if not finite else "finite here but not on another rank"
+            raise FloatingPointError(f"epoch {epoch} step {step}: loss is {value}; lower train.lr")
 
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -398,10 +512,4 @@ def _train_one_epoch(
         bar.set_postfix(
             loss=f"{totals['loss'] / totals['seen']:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
         )
-    seen = max(totals["seen"], 1.0)
-    return {
-        "loss": totals["loss"] / seen,
-        "ce": totals["ce"] / seen,
-        "sa": totals["sa"] / seen,
-        "accuracy": totals["correct"] / seen,
-    }
+    return [totals[key] for key in _TOTALS]
