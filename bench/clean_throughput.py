@@ -8,11 +8,23 @@ worker start-up, the run and the swap of the output folder. Peak memory is
 ``resource.getrusage``'s max RSS of this process and of the largest worker.
 
     python bench/clean_throughput.py --data ../shared/data/fer2013-train-val.tar.gz
+
+``--task-runner`` (repeatable) compares instead where the shards run: ``library`` (the library's
+own process pool, as above), or the Prefect ``clean`` task with ``orchestration.task_runner``
+``process``, ``thread`` or ``ray`` (a local Ray of ``--workers`` CPUs), each in a data-less flow
+against a temporary Prefect API (``prefect_test_harness``, started untimed). It reports the whole
+step (runner start-up included) and the clean call alone, checks that every runner wrote the same
+manifest and writes ``bench/results/clean_task_runners.md``:
+
+    python bench/clean_throughput.py --task-runner library --task-runner process \
+        --task-runner thread --task-runner ray --repeat 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import logging
 import multiprocessing.forkserver
@@ -21,8 +33,11 @@ import platform
 import resource
 import shutil
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from fer2013_data import SHARED_FER2013, fer2013_root
 from machine import cpu_model
@@ -32,6 +47,8 @@ from emonext.config import load_params
 from emonext.fileio import write_atomically
 
 logger = logging.getLogger("bench.clean_throughput")
+REPOSITORY = Path(__file__).resolve().parents[1]
+TASK_RUNNERS = ("library", "process", "thread", "ray")
 
 
 def children_max_rss_mib() -> float:
@@ -46,6 +63,108 @@ def children_max_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """A temporary Prefect API and result store, so the benchmark leaves nothing behind."""
+    from prefect.settings import (
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    with tempfile.TemporaryDirectory(prefix="bench-prefect-") as storage:
+        settings = {PREFECT_LOCAL_STORAGE_PATH: Path(storage), PREFECT_SERVER_ANALYTICS_ENABLED: False}
+        with temporary_settings(updates=settings), prefect_test_harness():
+            yield
+
+
+def clean_in_flow(params_file: Path, overrides: list[str]) -> dict[str, Any]:
+    """Run the Prefect ``clean`` task alone in a flow; its report."""
+    if str(REPOSITORY) not in sys.path:
+        sys.path.insert(0, str(REPOSITORY))  # tasks/ is a top-level package of the repository
+    from prefect import flow
+
+    from tasks import steps
+
+    @flow(name="bench-clean")
+    def bench_clean() -> dict[str, Any]:
+        return steps.clean(str(params_file), overrides)
+
+    state = bench_clean(return_state=True)
+    if not state.is_completed():
+        raise RuntimeError(f"clean flow ended {state.name}: {state.message}")
+    return state.result()
+
+
+def compare_task_runners(args: argparse.Namespace, root: Path) -> None:
+    """Time the clean step on each ``--task-runner`` and write the comparison table."""
+    ray_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths: < 108 chars
+    workers = args.workers or os.cpu_count() or 1
+    overrides = [
+        f"clean.sources=[{{name: fer2013, path: '{root}', pre_cropped: true}}]",
+        f"clean.output_dir={args.output.resolve()}",
+        f"clean.workers={args.workers}",
+        f"ray.num_cpus={workers}",
+        f"ray.temp_dir={ray_dir}",
+        *args.overrides,
+    ]
+    rows = []
+    manifests = set()
+    load = os.getloadavg()[0]  # the machine may be shared: say how busy it was
+    needs_api = any(runner != "library" for runner in args.task_runner)
+    with prefect_api() if needs_api else contextlib.nullcontext():
+        for runner in args.task_runner:
+            runs = []
+            for _ in range(max(1, args.repeat)):
+                shutil.rmtree(args.output, ignore_errors=True)
+                os.sync()
+                started = time.perf_counter()
+                if runner == "library":
+                    params = load_params(args.params, overrides)
+                    summary = clean(params.clean, params.data, progress=False).to_dict()
+                else:
+                    summary = clean_in_flow(args.params, [*overrides, f"orchestration.task_runner={runner}"])
+                wall = time.perf_counter() - started
+                runs.append((wall, summary))
+                manifests.add(hashlib.sha256((args.output / "manifest.csv").read_bytes()).hexdigest())
+            runs.sort(key=lambda run: run[0])
+            wall, summary = runs[len(runs) // 2]
+            throughput = summary["throughput"]
+            rows.append((runner, summary, wall, throughput))
+            logger.info("%s: %.1f s (clean %.1f s)", runner, wall, throughput["seconds"])
+    shutil.rmtree(ray_dir, ignore_errors=True)
+
+    inputs = rows[0][1]["inputs"]
+    lines = [
+        "# Cleaning throughput per task runner (FER2013, pre-cropped source)",
+        "",
+        f"`python bench/clean_throughput.py --workers {args.workers} --repeat {args.repeat} "
+        + " ".join(f"--task-runner {runner}" for runner in args.task_runner)
+        + f"` on {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; median of {args.repeat} run(s) each. "
+        "*step*: the whole call, task runner start-up (process spawn, Ray start) and Prefect task "
+        "runs included; *clean*: the library call once the runner is up.",
+        "",
+        "| runner | executor | workers | kept | step s | clean s | step images/s | clean images/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for runner, summary, wall, throughput in rows:
+        lines.append(
+            f"| {runner} | {throughput['executor']} | {throughput['workers']} | {summary['kept']} | "
+            f"{wall:.1f} | {throughput['seconds']:.1f} | {inputs / wall:.0f} | "
+            f"{throughput['images_per_second']:.0f} |"
+        )
+    same = "identical" if len(manifests) == 1 else f"DIFFERENT ({len(manifests)} versions)"
+    lines += [
+        "",
+        f"{inputs} inputs; manifest.csv of every run: {same}. Load average (1 min) at the start: {load:.1f}.",
+        "",
+    ]
+    write_atomically(args.comparison_results, "\n".join(lines))
+    sys.stdout.write("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED_FER2013)
@@ -56,10 +175,23 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
     parser.add_argument("--results", type=Path, default=Path("bench/results/clean_throughput.md"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="extra params overrides")
+    parser.add_argument(
+        "--task-runner",
+        action="append",
+        choices=TASK_RUNNERS,
+        help="compare where the shards run (repeatable): library, process, thread, ray",
+    )
+    parser.add_argument(
+        "--comparison-results", type=Path, default=Path("bench/results/clean_task_runners.md")
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect API call otherwise
 
     root = fer2013_root(args.data, args.cache).resolve()
+    if args.task_runner:
+        compare_task_runners(args, root)
+        return
     params = load_params(
         args.params,
         [

@@ -29,13 +29,15 @@ the library code that implements it, and the content hashes of what it reads and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
+from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from prefect.states import State
 from prefect.tasks import exponential_backoff
@@ -43,6 +45,7 @@ from prefect.tasks import exponential_backoff
 from emonext.config import Params, load_params
 from tasks import attach_library_logs
 from tasks.caching import StepCachePolicy, StepSpec, remember
+from tasks.runners import started_task_runner, task_mapper
 
 attach_library_logs()
 
@@ -59,6 +62,13 @@ SUMMARY_FILE = "summary.json"
 REGISTRATION_FILE = "registration.json"
 CLEAN_MANIFEST = "manifest.csv"
 CLEAN_IMAGES = "images"
+
+S = TypeVar("S")
+R = TypeVar("R")
+#: Items per clean shard, relative to the library's own pool: each shard is a Prefect task run
+#: (API calls, pickling, a run context rebuilt in the worker), about 0.1-0.2 s on 2 cores, as much
+#: as the work of a 256-face shard (bench/results/clean_task_runners.md).
+SHARD_SCALE = 8
 
 
 def _clean_inputs(params: Params) -> dict[str, Path]:
@@ -193,9 +203,37 @@ def scrape(params_file: str, overrides: list[str] | None = None) -> dict[str, An
     }
 
 
+# The results (hashes, thumbnails) go straight back to the clean task: never written to the result
+# store, whatever PREFECT_RESULTS_PERSIST_BY_DEFAULT says.
+@task(
+    name="clean-shard",
+    task_run_name="clean-shard-{shard.number}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def clean_shard(function: Callable[[S], R], shard: S) -> R:
+    """Decode, face-crop, blur-check and hash one shard of the clean step's inputs.
+
+    ``function`` is :func:`emonext.cleaning.pipeline.process_shard` and ``shard`` a
+    :class:`~emonext.cleaning.pipeline.CleanShard`, handed over by the library's ``map_shards``
+    call. Not cached (only the whole step is) and not retried: a shard that fails fails the step,
+    which leaves the previous ``clean.output_dir`` as it was (the faces are written into a
+    staging folder, swapped in only after every shard succeeded).
+
+    Returns:
+        Per item of the shard, its face results.
+    """
+    return function(shard)
+
+
 @task(name="clean", cache_policy=_cache("clean"))
 def clean(params_file: str, overrides: list[str] | None = None) -> dict[str, Any]:
     """Crop, de-duplicate and filter the sources into ``clean.output_dir``.
+
+    In a flow run, the per-image work runs as :func:`clean_shard` task runs on the task runner
+    ``orchestration.task_runner`` names (:mod:`tasks.runners`): a process or thread pool of
+    ``clean.workers``, or Ray. Outside a flow run (the task called on its own) the library runs
+    them in its own process pool, as ``emonext clean`` does. The outputs are the same either way.
 
     Returns:
         The cleaning report (kept and dropped counts per reason, class and source).
@@ -203,7 +241,21 @@ def clean(params_file: str, overrides: list[str] | None = None) -> dict[str, Any
     from emonext.cleaning import clean as run_clean
 
     params = load_params(params_file, overrides or [])
-    report = run_clean(params.clean, params.data, progress=False).to_dict()
+    if FlowRunContext.get() is None:
+        report = run_clean(params.clean, params.data, progress=False).to_dict()
+    else:
+        kind = params.orchestration.task_runner
+        with started_task_runner(params) as (runner, workers):
+            get_run_logger().info("clean: shards run as %r task runs on %s", clean_shard.name, kind)
+            report = run_clean(
+                params.clean,
+                params.data,
+                progress=False,
+                map_shards=task_mapper(runner, clean_shard),
+                workers=workers,
+                executor=f"prefect {kind}",
+                shard_scale=SHARD_SCALE,
+            ).to_dict()
     remember(SPECS["clean"], params, report)
     return report
 

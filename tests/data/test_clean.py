@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pickle
 import shutil
+import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -13,10 +16,20 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from emonext.cleaning import REASONS, CleanReport, clean
+from emonext.cleaning import REASONS, CleanReport, clean, pipeline
 from emonext.cleaning.faces import Box, HaarFaceDetector, crop_face, merge_overlapping, select_faces
 from emonext.cleaning.hashing import content_sha256, hamming_distances, near_duplicate_graph
-from emonext.cleaning.pipeline import decode_gray
+from emonext.cleaning.pipeline import (
+    CleanShard,
+    FaceResult,
+    ShardFunction,
+    WorkerSettings,
+    _cached_processor,
+    decode_gray,
+    discover_sources,
+    plan_shards,
+    process_shard,
+)
 from emonext.config import Params, load_params
 from tests.conftest import PARAMS_FILE, REPO, SAMPLE, png_header_only
 
@@ -280,6 +293,100 @@ def test_outputs_manifest_report_and_contact_sheets(messy_run) -> None:
         sheet = Image.open(output / f"contact_{reason}.png")
         assert sheet.mode == "L" and sheet.width >= 64
     assert not list(output.parent.glob(".clean.staging-*"))
+
+
+def build_photo_source(root: Path) -> Path:
+    """Real photos that need face detection, in a class layout (one with two faces)."""
+    for label, photo in (("happy", TWO_PEOPLE), ("neutral", PORTRAIT), ("surprise", WATERMARKED)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, root / label / photo.name)
+    return root
+
+
+def output_files(output_dir: Path) -> dict[str, bytes]:
+    """Every output file by relative path, but the reports (their timings change every run)."""
+    return {
+        path.relative_to(output_dir).as_posix(): path.read_bytes()
+        for path in sorted(output_dir.rglob("*"))
+        if path.is_file() and path.name not in ("report.json", "report.md")
+    }
+
+
+def report_counts(output_dir: Path) -> dict[str, object]:
+    """``report.json`` without what may differ between runs: timings, workers, folder."""
+    summary = json.loads((output_dir / "report.json").read_text())
+    return {key: value for key, value in summary.items() if key not in ("throughput", "output_dir", "config")}
+
+
+def test_any_shard_mapper_and_plan_give_the_same_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    photos = build_photo_source(tmp_path / "photos")
+    sources = [("fer2013", SAMPLE / "val", True), ("photos", photos, False)]  # 70 faces, 3 photos
+
+    def params_for(output_dir: Path) -> Params:
+        return clean_params(output_dir, sources, "clean.workers=2", "clean.face.policy=all")
+
+    default = params_for(tmp_path / "default")
+    report = clean(default.clean, default.data, progress=False)
+    assert (report.workers, report.executor) == (2, "process pool")
+    assert report.kept > 60 and report.faces > report.inputs  # both faces of the two-person photo
+    expected, expected_counts = output_files(tmp_path / "default"), report_counts(tmp_path / "default")
+    assert "manifest.csv" in expected and sum(name.endswith(".png") for name in expected) >= report.kept
+
+    plans: list[list[int]] = []
+
+    def in_process(function: ShardFunction, shards: Sequence[CleanShard]) -> Iterable[list[list[FaceResult]]]:
+        plans.append([len(shard) for shard in shards])
+        return map(function, shards)
+
+    # Small shard limits, so that the scale changes the plan of 73 items too.
+    monkeypatch.setattr(pipeline, "PRECROPPED_CHUNK", 8)
+    monkeypatch.setattr(pipeline, "DETECT_CHUNK", 1)
+    for workers, scale in ((1, 1), (3, 1), (40, 1), (1, 3)):
+        other = params_for(tmp_path / f"mapped-{workers}-{scale}")
+        report = clean(
+            other.clean,
+            other.data,
+            progress=False,
+            map_shards=in_process,
+            workers=workers,
+            executor="map",
+            shard_scale=scale,
+        )
+        assert (report.workers, report.executor) == (workers, "map")
+        assert output_files(other.clean.output_dir) == expected
+        assert report_counts(other.clean.output_dir) == expected_counts
+    assert len({tuple(plan) for plan in plans}) == 4, plans
+    assert all(sum(plan) == 73 for plan in plans)
+    assert plans[0][0] == 8 and plans[3][0] == 19 and plans[2][-3:] == [1, 1, 1]
+
+
+def test_shards_pickle_and_reuse_one_processor_per_thread(tmp_path: Path) -> None:
+    params = clean_params(tmp_path / "clean", [("photos", build_photo_source(tmp_path / "photos"), False)])
+    items = discover_sources(params.clean.sources, params.data.classes)
+    settings = WorkerSettings(params.clean.face, 32, 15.0, 8, 48, tmp_path / "staging")
+    for label in params.data.classes:
+        (tmp_path / "staging" / "images" / label).mkdir(parents=True)
+    shards = plan_shards(items, settings, workers=3)
+    assert [len(shard) for shard in shards] == [1, 1, 1] and [shard.number for shard in shards] == [0, 1, 2]
+    copy = pickle.loads(pickle.dumps(shards[0]))
+    assert copy.items[0][1].original == shards[0].items[0][1].original
+    first = process_shard(copy)
+    assert first[0][0].sha256 and (tmp_path / "staging" / first[0][0].path).is_file()
+
+    processors = []
+
+    def remember_processor() -> None:
+        processors.append(_cached_processor(settings))
+
+    remember_processor()
+    remember_processor()
+    thread = threading.Thread(target=remember_processor)
+    thread.start()
+    thread.join()
+    # One per thread (a Haar cascade is not thread-safe), the same for every shard of a thread.
+    assert processors[0] is processors[1] and processors[2] is not processors[0]
 
 
 def test_csv_source_malformed_rows_and_image_size(tmp_path: Path) -> None:

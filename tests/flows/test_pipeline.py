@@ -33,17 +33,26 @@ def run_pipeline(params_file: Path, *overrides: str) -> Any:
     return pipeline(params_file=str(params_file), overrides=list(overrides), return_state=True)
 
 
-def task_run_states(flow_run_id: UUID) -> dict[str, str]:
-    """State name per step task run of a pipeline flow run (its tasks run in two sub-flows)."""
+def subflow_ids(flow_run_id: UUID) -> list[UUID]:
+    """The sub-flow runs of a pipeline flow run (the data and training flows)."""
     from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     with get_client(sync_client=True) as client:
         subflows = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id]))
         )
+    return [run.id for run in subflows]
+
+
+def task_run_states(flow_run_id: UUID) -> dict[str, str]:
+    """State name per step task run of a pipeline flow run (its tasks run in two sub-flows)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
         task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id for run in subflows]))
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=subflow_ids(flow_run_id)))
         )
     states = {run.task_key.rsplit("-", 1)[0]: str(run.state_name) for run in task_runs}
     return {step: states[step] for step in STEPS if step in states}
@@ -87,7 +96,7 @@ def test_first_run_registers_version_1_as_champion(first_run: PipelineRun) -> No
 
 def test_run_creates_artifacts(first_run: PipelineRun) -> None:
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from tasks import reports
 
@@ -98,7 +107,15 @@ def test_run_creates_artifacts(first_run: PipelineRun) -> None:
         reports.MLFLOW_RUN_KEY,
     ]
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+        # This run's artifacts only: other tests in the session publish under the same keys.
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=keys),
+                flow_run_id=ArtifactFilterFlowRunId(
+                    any_=[first_run.flow_run_id, *subflow_ids(first_run.flow_run_id)]
+                ),
+            )
+        )
     by_key = {artifact.key: artifact for artifact in artifacts}
     assert set(by_key) == set(keys)
     assert by_key[reports.CLEAN_REPORT_KEY].type == "table"

@@ -18,28 +18,35 @@ reason             step
 =================  ================================================================================
 
 Sources are read in priority order and the first copy of a duplicate wins, so a scraped copy of a
-FER2013 face is not added twice. Decoding, face detection and hashing run in a process pool (one
-process per core); the duplicate search runs in the parent on the collected hashes
-(:mod:`emonext.cleaning.hashing`). Faces are written as PNG into a staging folder that replaces
-``clean.output_dir`` only when everything succeeded, so a re-run never mixes old and new outputs.
+FER2013 face is not added twice. Decoding, face detection and hashing run in shards
+(:class:`CleanShard`, planned by :func:`plan_shards`, each processed by :func:`process_shard`): in
+a process pool of ``clean.workers`` by default, or wherever the caller's ``map_shards`` runs them
+(the Prefect clean task: one task run per shard on a process, thread or Ray task runner). The
+duplicate search runs in the caller on the collected hashes (:mod:`emonext.cleaning.hashing`),
+in item order, so the outputs are the same whatever ran the shards and however many there were.
+Faces are written as PNG into a staging folder that replaces ``clean.output_dir`` only when
+everything succeeded, so a re-run never mixes old and new outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
 import math
 import multiprocessing
 import os
+import socket
+import threading
 import time
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import cv2
 import numpy as np
@@ -108,9 +115,13 @@ SAME_PLACE_SHIFT = 0.1
 THUMB_SIDE = 64
 CONTACT_SHEET_LIMIT = 32
 CONTACT_SHEET_COLUMNS = 8
-#: Items per task sent to a worker: face detection costs ~100x more than a pre-cropped face.
+#: Items per shard sent to a worker: face detection costs ~100x more than a pre-cropped face.
 PRECROPPED_CHUNK = 256
 DETECT_CHUNK = 8
+#: Shards planned per worker (at most), so every worker stays busy to the end of a small job.
+SHARDS_PER_WORKER = 4
+#: Face processors (each with its Haar cascade) kept per worker thread, one per run's settings.
+PROCESSOR_CACHE_SIZE = 4
 #: Smaller jobs run in the calling process: starting workers costs more than it saves.
 POOL_MIN_ITEMS = 64
 UNLABELLED = "(none)"
@@ -186,7 +197,17 @@ class FaceResult:
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """Everything a worker process needs, picklable."""
+    """Everything a worker process needs, picklable.
+
+    Attributes:
+        face: Face detection and cropping settings.
+        min_side: Smallest image (or face window) side kept.
+        blur_threshold: Smallest variance of the Laplacian kept; 0 = off.
+        hash_size: Perceptual hash side.
+        image_size: Side of the written faces.
+        output_dir: The (absolute) staging folder the faces are written into. Every worker
+            writes there, so on a multi-node Ray cluster it must be on storage every node shares.
+    """
 
     face: FaceDetectionConfig
     min_side: int
@@ -194,6 +215,40 @@ class WorkerSettings:
     hash_size: int
     image_size: int
     output_dir: Path
+
+
+def _this_process() -> tuple[str, int]:
+    return socket.gethostname(), os.getpid()
+
+
+@dataclass(frozen=True, eq=False)
+class CleanShard:
+    """A unit of per-image work: consecutive items of one source, picklable.
+
+    Attributes:
+        number: Position in the plan (0-based); results are gathered in this order.
+        settings: The step settings and the staging folder the faces are written into.
+        items: ``(item index, item)`` pairs, in item order.
+        origin: ``(host, pid)`` of the process that planned it: a shard processed elsewhere (a
+            pool worker, a Ray worker) runs OpenCV single-threaded, since the pool already uses
+            every core; one processed in the planning process (a thread pool) leaves it as is.
+    """
+
+    number: int
+    settings: WorkerSettings
+    items: tuple[tuple[int, SourceItem], ...]
+    origin: tuple[str, int] = field(default_factory=_this_process)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+#: What runs one shard: :func:`process_shard`.
+ShardFunction: TypeAlias = Callable[[CleanShard], list[list[FaceResult]]]
+#: Runs ``function`` on every shard, anywhere, and returns (or yields) the results in shard order,
+#: like the built-in ``map``. When it raises, no shard may still be running: the faces they write
+#: go into the staging folder, which is deleted on failure.
+ShardMapper: TypeAlias = Callable[[ShardFunction, Sequence[CleanShard]], Iterable[list[list[FaceResult]]]]
 
 
 @dataclass
@@ -214,7 +269,9 @@ class CleanReport:
             ignored).
         seconds: Wall-clock duration.
         timings: Seconds per stage (discover, process, deduplicate, write).
-        workers: Worker processes used (1: in the calling process).
+        workers: Shards run at once (1: one after the other in the calling process).
+        executor: What ran the shards: ``in-process``, ``process pool``, or the ``executor``
+            named by the caller of :func:`run_clean` (``prefect process``, ``prefect ray`` ...).
         contact_sheets: Reasons with a ``contact_<reason>.png`` of dropped examples.
     """
 
@@ -231,6 +288,7 @@ class CleanReport:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     workers: int = 1
+    executor: str = "in-process"
     contact_sheets: list[str] = field(default_factory=list)
 
     @property
@@ -261,6 +319,7 @@ class CleanReport:
                 "seconds": round(self.seconds, 3),
                 "images_per_second": round(self.images_per_second, 1),
                 "workers": self.workers,
+                "executor": self.executor,
                 "stage_seconds": {stage: round(value, 3) for stage, value in self.timings.items()},
             },
         }
@@ -271,8 +330,37 @@ class CleanReport:
 # --------------------------------------------------------------------------------------------
 
 
-def run_clean(config: CleanConfig, data: DataConfig, progress: bool = True) -> CleanReport:
-    """Run every cleaning step and write the outputs; see :func:`emonext.cleaning.clean`."""
+def run_clean(
+    config: CleanConfig,
+    data: DataConfig,
+    progress: bool = True,
+    map_shards: ShardMapper | None = None,
+    *,
+    workers: int | None = None,
+    executor: str = "map_shards",
+    shard_scale: int = 1,
+) -> CleanReport:
+    """Run every cleaning step and write the outputs; see :func:`emonext.cleaning.clean`.
+
+    Args:
+        config: The ``clean`` section.
+        data: The ``data`` section (classes and output image size).
+        progress: Show a progress bar.
+        map_shards: Runs the per-image work (:func:`process_shard` on each :class:`CleanShard`)
+            and returns the results in shard order, like ``map``; None runs it in a process pool
+            of ``clean.workers`` (in this process for small jobs or one worker). The outputs are
+            the same either way. Shards write faces into the staging folder next to
+            ``clean.output_dir``, so wherever they run must see that folder (shared storage
+            on a multi-node cluster).
+        workers: Shards ``map_shards`` runs at once (sizes the shards and is reported); None =
+            ``clean.workers`` (0 = every core). Ignored without ``map_shards``.
+        executor: What ``map_shards`` is, for the report (``throughput.executor``).
+        shard_scale: Multiplies the items per shard (see :func:`plan_shards`), for a
+            ``map_shards`` with a cost per shard (a Prefect task run: API calls, pickling).
+
+    Returns:
+        The counts per step, reason, class and source, and the throughput.
+    """
     started = time.perf_counter()
     output_dir = config.output_dir
     _check_locations(config)
@@ -294,11 +382,23 @@ def run_clean(config: CleanConfig, data: DataConfig, progress: bool = True) -> C
             blur_threshold=config.blur_threshold,
             hash_size=config.hash_size,
             image_size=data.image_size,
-            output_dir=staging,
+            # Absolute: shards may run in processes with another working directory.
+            output_dir=staging.absolute(),
         )
         stage = time.perf_counter()
-        workers = config.workers or os.cpu_count() or 1
-        results, report.workers = _process_items(items, settings, workers, progress)
+        configured = config.workers or os.cpu_count() or 1
+        with contextlib.ExitStack() as stack:
+            if map_shards is None:
+                map_shards, report.workers, report.executor = stack.enter_context(
+                    _local_mapper(configured, len(items))
+                )
+            else:
+                report.workers, report.executor = max(1, workers or configured), executor
+            shards = plan_shards(items, settings, report.workers, scale=shard_scale)
+            logger.info(
+                "clean: %d shard(s) on %s (%d worker(s))", len(shards), report.executor, report.workers
+            )
+            results = _run_shards(map_shards, shards, len(items), progress)
         report.timings["process"] = time.perf_counter() - stage
 
         stage = time.perf_counter()
@@ -409,63 +509,118 @@ def _usage(split: str) -> str:
     return "" if split == UNSPLIT else split
 
 
-def _process_items(
-    items: list[SourceItem], settings: WorkerSettings, workers: int, progress: bool
-) -> tuple[list[list[FaceResult]], int]:
-    chunks = _chunks(items, workers)
-    results: list[list[FaceResult]] = []
-    bar = tqdm(total=len(items), desc="clean", unit="img", disable=not progress, leave=False)
-    if workers <= 1 or len(items) < POOL_MIN_ITEMS:
-        processor = FaceProcessor(settings)
-        for chunk in chunks:
-            results.extend(processor.process_chunk(chunk))
-            bar.update(len(chunk))
-        bar.close()
-        return results, 1
-    # forkserver: workers never inherit the parent's threads (torch, OpenCV) through fork(). The
-    # server imports this module once and workers fork from it, sharing those pages.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(settings,)
-    ) as pool:
-        for chunk, chunk_results in zip(chunks, pool.map(_process_in_worker, chunks), strict=True):
-            results.extend(chunk_results)
-            bar.update(len(chunk))
-    bar.close()
-    return results, workers
+def plan_shards(
+    items: Sequence[SourceItem], settings: WorkerSettings, workers: int, scale: int = 1
+) -> list[CleanShard]:
+    """Split the items into shards of consecutive items of one source.
 
+    A shard holds at most ``scale`` x :data:`PRECROPPED_CHUNK` pre-cropped items or ``scale`` x
+    :data:`DETECT_CHUNK` items needing face detection (about the same work), and at most
+    ``1 / SHARDS_PER_WORKER`` of a worker's share, so that every worker stays busy to the end of
+    a small job. The plan only changes how the work is cut: the concatenated results are the
+    same for any plan.
 
-def _chunks(items: list[SourceItem], workers: int) -> list[list[tuple[int, SourceItem]]]:
-    # Several chunks per worker even for small jobs, so both cores stay busy to the end.
-    balance = max(1, math.ceil(len(items) / (workers * 4)))
+    Args:
+        items: The inputs, in priority order.
+        settings: What every shard runs with.
+        workers: Shards that will run at once.
+        scale: Multiplies the items per shard, for executors with a cost per shard.
+
+    Returns:
+        The shards, numbered in item order.
+    """
+    balance = max(1, math.ceil(len(items) / (max(1, workers) * SHARDS_PER_WORKER)))
     chunks: list[list[tuple[int, SourceItem]]] = []
     current: list[tuple[int, SourceItem]] = []
     for index, item in enumerate(items):
-        limit = min(balance, PRECROPPED_CHUNK if item.pre_cropped else DETECT_CHUNK)
+        limit = min(balance, max(1, scale) * (PRECROPPED_CHUNK if item.pre_cropped else DETECT_CHUNK))
         if current and (len(current) >= limit or current[-1][1].source != item.source):
             chunks.append(current)
             current = []
         current.append((index, item))
     if current:
         chunks.append(current)
-    return chunks
+    return [CleanShard(number, settings, tuple(chunk)) for number, chunk in enumerate(chunks)]
 
 
-_WORKER: FaceProcessor | None = None
+def process_shard(shard: CleanShard) -> list[list[FaceResult]]:
+    """Decode, face-crop, blur-check, hash and write the faces of every item of a shard.
+
+    Module-level and picklable by reference, for any process or Ray worker that imports
+    ``emonext``. The Haar cascade is loaded once per worker thread and run, not once per shard.
+
+    Args:
+        shard: The items and settings.
+
+    Returns:
+        Per item, in the shard's order, its results (see :meth:`FaceProcessor.process`).
+
+    Raises:
+        OSError: A face could not be written (a full disk stops the run instead of dropping
+            images).
+    """
+    if shard.origin != _this_process():
+        # A pool or Ray worker: the pool already uses every core.
+        cv2.setNumThreads(1)
+    return _cached_processor(shard.settings).process_chunk(shard.items)
 
 
-def _init_worker(settings: WorkerSettings) -> None:
-    global _WORKER
-    # One OpenCV thread per process: the pool already uses every core.
-    cv2.setNumThreads(1)
-    _WORKER = FaceProcessor(settings)
+# Per thread, not per process: a CascadeClassifier keeps per-image buffers while it detects, so
+# two threads of a thread pool must not share one.
+_PROCESSORS = threading.local()
 
 
-def _process_in_worker(chunk: list[tuple[int, SourceItem]]) -> list[list[FaceResult]]:
-    if _WORKER is None:
-        raise RuntimeError("worker process was not initialised")
-    return _WORKER.process_chunk(chunk)
+def _cached_processor(settings: WorkerSettings) -> FaceProcessor:
+    """This thread's processor for ``settings``; it loads the Haar cascade on first use only."""
+    cache: dict[WorkerSettings, FaceProcessor] | None = getattr(_PROCESSORS, "by_settings", None)
+    if cache is None:
+        cache = _PROCESSORS.by_settings = {}
+    processor = cache.get(settings)
+    if processor is None:
+        # A long-lived worker (Ray) serves run after run, each with its own staging folder.
+        if len(cache) >= PROCESSOR_CACHE_SIZE:
+            cache.clear()
+        processor = cache[settings] = FaceProcessor(settings)
+    return processor
+
+
+@contextlib.contextmanager
+def _local_mapper(workers: int, items: int) -> Iterator[tuple[ShardMapper, int, str]]:
+    """The default way to run the shards: a process pool, or this process for small jobs.
+
+    Yields:
+        The mapper, the workers it uses and its name for the report.
+    """
+    if workers <= 1 or items < POOL_MIN_ITEMS:
+        yield map, 1, "in-process"
+        return
+    # forkserver: workers never inherit the parent's threads (torch, OpenCV) through fork(). The
+    # server imports this module once and workers fork from it, sharing those pages.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
+        yield pool.map, workers, "process pool"
+    except BaseException:
+        # Queued shards must not start writing into a staging folder that is about to go.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_shards(
+    map_shards: ShardMapper, shards: Sequence[CleanShard], items: int, progress: bool
+) -> list[list[FaceResult]]:
+    results: list[list[FaceResult]] = []
+    with tqdm(total=items, desc="clean", unit="img", disable=not progress, leave=False) as bar:
+        for shard, shard_results in zip(shards, map_shards(process_shard, shards), strict=True):
+            if len(shard_results) != len(shard):
+                raise RuntimeError(
+                    f"clean shard {shard.number}: {len(shard_results)} results for {len(shard)} items"
+                )
+            results.extend(shard_results)
+            bar.update(len(shard))
+    return results
 
 
 # --------------------------------------------------------------------------------------------
@@ -1093,7 +1248,7 @@ def render_markdown(report: CleanReport, classes: Sequence[str]) -> str:
         "",
         f"{report.inputs} inputs, {report.faces} faces, **{report.kept} kept**, "
         f"{sum(report.dropped.values())} dropped; {report.seconds:.1f} s "
-        f"({report.images_per_second:.0f} images/s, {report.workers} worker(s)).",
+        f"({report.images_per_second:.0f} images/s, {report.workers} worker(s), {report.executor}).",
         "",
         "| step (reason) | " + " | ".join(columns) + " | total |",
         "|---" * (len(columns) + 2) + "|",
