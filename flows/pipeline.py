@@ -81,7 +81,7 @@ SetOption = Annotated[
 ]
 
 
-def _checked_params(params_file: Path, overrides: list[str] | None) -> tuple[str, list[str]]:
+def checked_params(params_file: Path, overrides: list[str] | None) -> tuple[str, list[str]]:
     """Validate the params before Prefect starts anything; return them as flow parameters.
 
     The path is made absolute, so a served deployment's runs find it whatever their folder.
@@ -121,7 +121,7 @@ def summary_table(outcomes: Outcomes, seconds: float) -> Table:
 @app.command()
 def run(params_file: ParamsOption = Path("params.yaml"), overrides: SetOption = None) -> None:
     """Run the pipeline once and print the registered model, its aliases and test accuracy."""
-    path, overrides = _checked_params(params_file, overrides)
+    path, overrides = checked_params(params_file, overrides)
     started = time.perf_counter()
     state = pipeline(params_file=path, overrides=overrides, return_state=True)
     seconds = time.perf_counter() - started
@@ -143,7 +143,7 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the pipeline deployment on its schedule until interrupted (needs PREFECT_API_URL)."""
-    path, overrides = _checked_params(params_file, overrides)
+    path, overrides = checked_params(params_file, overrides)
     if not PREFECT_API_URL.value():
         # Without a server, Prefect would start a temporary one inside this process: its
         # schedule, runs and history would vanish with it.

@@ -26,7 +26,7 @@ MODEL_VERSION_KEY = "emonext-model-version"
 Outcomes = Mapping[str, Mapping[str, Any]]
 
 
-def _number(value: Any, digits: int = 4) -> str:
+def format_number(value: Any, digits: int = 4) -> str:
     if value is None:
         return "none"
     if isinstance(value, float):
@@ -34,14 +34,14 @@ def _number(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_number(cell) for cell in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(format_number(cell) for cell in row) + " |" for row in rows]
     return lines
 
 
 def _states(outcomes: Outcomes) -> list[str]:
-    return _table(["step", "state"], [[step, outcome["state"]] for step, outcome in outcomes.items()])
+    return markdown_table(["step", "state"], [[step, outcome["state"]] for step, outcome in outcomes.items()])
 
 
 def clean_report_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -100,7 +100,7 @@ def publish_data_report(outcomes: Outcomes) -> None:
         "",
         "## Split",
         "",
-        *_table(
+        *markdown_table(
             ["split", *classes, "total"],
             [[name, *per_class.values(), sum(per_class.values())] for name, per_class in counts.items()],
         ),
@@ -127,7 +127,7 @@ def training_markdown(outcomes: Outcomes) -> str:
         "",
         f"## Training ({train['model']})",
         "",
-        *_table(
+        *markdown_table(
             ["best epoch", "best val accuracy", "epochs run", "final train loss", "minutes", "stopped early"],
             [
                 [
@@ -135,7 +135,7 @@ def training_markdown(outcomes: Outcomes) -> str:
                     summary["best_val_accuracy"],
                     summary["epochs_run"],
                     summary["final_train_loss"],
-                    _number(summary["train_minutes"], 2),
+                    format_number(summary["train_minutes"], 2),
                     summary["stop_reason"] or "no",
                 ]
             ],
@@ -143,12 +143,12 @@ def training_markdown(outcomes: Outcomes) -> str:
         "",
         f"## Test metrics (split `{evaluation['split']}`, {report['num_samples']} faces)",
         "",
-        *_table(
+        *markdown_table(
             ["accuracy", "macro-F1", "weighted-F1"],
             [[report["accuracy"], report["macro_f1"], report["weighted_f1"]]],
         ),
         "",
-        *_table(
+        *markdown_table(
             ["class", "precision", "recall", "F1", "support"],
             [
                 [name, scores["precision"], scores["recall"], scores["f1"], scores["support"]]
@@ -161,8 +161,8 @@ def training_markdown(outcomes: Outcomes) -> str:
         f"* model: `{registration['model_uri'] or registration['model_name']}`, aliases: {aliases}",
         f"* {'promoted to champion' if registration['promoted'] else 'kept the champion'}: "
         f"{registration['reason']}",
-        f"* {registration['metric']}: {_number(registration['challenger_score'])} "
-        f"(champion: {_number(registration['champion_score'])})",
+        f"* {registration['metric']}: {format_number(registration['challenger_score'])} "
+        f"(champion: {format_number(registration['champion_score'])})",
         f"* MLflow run `{registration['run_id']}` in `{registration['tracking_uri']}`"
         + (f": [open]({registration['run_url']})" if registration.get("run_url") else ""),
     ]

@@ -26,6 +26,7 @@ from emonext.cli_common import (
 )
 from emonext.config import DEFAULT_PARAMS_FILE, ConfigError
 from emonext.inference.cli import predict_app
+from emonext.train import train as train_command
 
 app = typer.Typer(
     name="emonext",
@@ -86,22 +87,38 @@ def split(
     print_json(report.to_dict())
 
 
+# One training command for `emonext train` and `python -m emonext.train` (what torchrun launches).
+app.command()(train_command)
+
+
 @app.command()
 @reports_errors
-def train(
+def tune(
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="join this Ray cluster (auto, ray://head:10001) instead of ray.address; "
+            "default: ray.address (null = a local Ray on ray.num_cpus CPUs)",
+        ),
+    ] = None,
     params_file: ParamsOption = DEFAULT_PARAMS_FILE,
     overrides: SetOption = None,
     progress: ProgressOption = True,
     verbose: VerboseOption = False,
 ) -> None:
-    """Train the configured model; writes checkpoints and per-epoch metrics to train.output_dir."""
-    from emonext.training import train as run_training
+    """Search tune.search_space with Ray Tune (random search, ASHA early stopping), logging to MLflow.
 
-    params = start(params_file, overrides, verbose)
-    result = run_training(params, progress=progress)
-    print_json(
-        {**result.summary(), "output_dir": str(result.output_dir), "checkpoint": str(result.best_checkpoint)}
-    )
+    Writes best_params.yaml (train with `emonext train --params`), best.json (with the matching
+    --set and `dvc exp run -S` options) and trials.csv to tune.output_dir; prints the result.
+    """
+    from emonext.tuning import run_tune
+
+    # JSON-quoted: an address such as 10.0.0.1:6379 must stay a string when read as YAML.
+    extra = [f"ray.address={json.dumps(address)}"] if address else []
+    params = start(params_file, [*(overrides or []), *extra], verbose)
+    outcome = run_tune(params, progress=progress)
+    print_json(outcome.to_dict())
 
 
 @app.command()

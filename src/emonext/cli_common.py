@@ -34,7 +34,13 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="debug logg
 ProgressOption = Annotated[bool, typer.Option(help="show progress bars")]
 
 #: Errors that are the user's input, reported as one clear message instead of a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, FileNotFoundError, ValueError, RuntimeError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    FileNotFoundError,
+    ValueError,
+    RuntimeError,
+    ConnectionError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -349,7 +349,8 @@ class TrainConfig(_Section):
 
     Args:
         epochs: Number of epochs.
-        batch_size: Images per optimisation step.
+        batch_size: Images per optimisation step and process; under torchrun the global batch is
+            ``batch_size x WORLD_SIZE``.
         optimizer: ``adamw`` or ``sgd`` (momentum 0.9, Nesterov).
         lr: Peak learning rate, reached after warm-up; the schedule never replaces it.
         weight_decay: Decoupled weight decay (not applied to norms and biases).
@@ -510,7 +511,9 @@ class OrchestrationConfig(_Section):
             its inputs plus its params section).
         task_runner: Where the clean step's shards run, each as a Prefect task: ``process`` or
             ``thread`` (a local pool of ``clean.workers``), or ``ray`` (Prefect's
-            ``RayTaskRunner`` on the engine the ``ray`` section names). Outputs are identical.
+            ``RayTaskRunner`` on the engine the ``ray`` section names; on a cluster of several
+            machines ``clean.output_dir`` and the clean sources must be on storage every node
+            mounts at the same path). Outputs are identical.
     """
 
     deployment: str = Field(min_length=1)
@@ -533,9 +536,11 @@ class RayConfig(_Section):
     """The Ray engine behind ``emonext tune`` and ``orchestration.task_runner: ray``.
 
     Args:
-        address: Null starts a local Ray in the calling process; ``auto`` or
+        address: Null starts a local Ray in the calling process (unless the ``RAY_ADDRESS``
+            environment variable names a cluster: Ray's own rule); ``auto`` or
             ``ray://head:10001`` joins a running cluster (then ``num_cpus`` and ``temp_dir`` are
-            the cluster's business).
+            the cluster's business). With ``orchestration.task_runner: ray``, ``clean.output_dir``
+            and the clean sources must then be on storage every node shares.
         num_cpus: CPUs a local Ray may use; 0 = every core.
         temp_dir: A local Ray's session folder; null = Ray's default (``/tmp/ray``).
     """
@@ -590,8 +595,9 @@ class TuneConfig(_Section):
         reduction_factor: ASHA: each rung keeps the best ``1 / reduction_factor`` of the trials.
         seed: Seed of the search, so the same params draw the same trial configs.
         storage_path: Where Ray Tune keeps trial results and checkpoints; null =
-            ``output_dir/ray``. On a cluster, a path every node shares (NFS) or a URI
-            (``s3://bucket/tune``).
+            ``output_dir/ray``. Otherwise an absolute path (on a cluster, one every node shares,
+            e.g. NFS) or a URI (``s3://bucket/tune``): a relative one would be read against the
+            working directory, since a URI is no file path.
         output_dir: Where ``best_params.yaml``, ``best.json`` and ``trials.csv`` are written.
         search_space: ``section -> key -> dimension`` over the params keys to tune.
     """

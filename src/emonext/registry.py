@@ -83,7 +83,7 @@ def _prepare_environment(uri: str) -> None:
 
 
 @contextmanager
-def _registry_errors(uri: str, what: str) -> Iterator[None]:
+def registry_errors(uri: str, what: str) -> Iterator[None]:
     """Turn MLflow's errors into :class:`RegistryError` messages naming the store and the object."""
     from mlflow.exceptions import MlflowException
 
@@ -100,7 +100,7 @@ def _registry_errors(uri: str, what: str) -> Iterator[None]:
         raise RegistryError(f"{what}: registry at {uri} is unreachable ({error})") from None
 
 
-def _client(uri: str, create: bool) -> Any:
+def tracking_client(uri: str, create: bool) -> Any:
     """An ``MlflowClient`` for ``uri``; a missing SQLite store is an error unless ``create``."""
     _prepare_environment(uri)
     from mlflow import MlflowClient
@@ -116,7 +116,7 @@ def _client(uri: str, create: bool) -> Any:
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def _experiment_id(client: Any, config: RegisterConfig, uri: str) -> str:
+def ensure_experiment(client: Any, config: RegisterConfig, uri: str) -> str:
     experiment = client.get_experiment_by_name(config.experiment)
     if experiment is not None:
         return str(experiment.experiment_id)
@@ -191,14 +191,14 @@ def register_model(params: Params, force: bool | None = None) -> Registration:
     score = float(report[config.metric])
 
     uri = config.effective_tracking_uri()
-    client = _client(uri, create=True)
-    with _registry_errors(uri, f"experiment {config.experiment!r}"):
-        experiment_id = _experiment_id(client, config, uri)
+    client = tracking_client(uri, create=True)
+    with registry_errors(uri, f"experiment {config.experiment!r}"):
+        experiment_id = ensure_experiment(client, config, uri)
         run = client.create_run(experiment_id, tags=_provenance_tags(params, checkpoint, report, model_md5))
     run_id = run.info.run_id
     logger.info("MLflow run %s in experiment %r (%s)", run_id, config.experiment, uri)
     try:
-        with _registry_errors(uri, f"run {run_id}"):
+        with registry_errors(uri, f"run {run_id}"):
             flat = flatten(params)
             client.log_batch(
                 run_id,
@@ -215,7 +215,7 @@ def register_model(params: Params, force: bool | None = None) -> Registration:
                 info.model_uri, config.model_name, tags=_version_tags(report, run_id)
             )
         version_number = str(version.version)
-        with _registry_errors(uri, f"model {config.model_name!r}"):
+        with registry_errors(uri, f"model {config.model_name!r}"):
             client.set_registered_model_alias(config.model_name, CHALLENGER, version_number)
             champion_version, champion_score, promoted, reason = _decide_champion(
                 client, params, version_number, score, report, force
@@ -304,7 +304,7 @@ def _provenance_tags(
         "emonext.arch": f"{checkpoint.model_config.arch}/{checkpoint.model_config.backbone}",
         "emonext.data_root": str(params.data.root),
         "emonext.test_faces_sha256": str(report.get("faces_sha256", "")),
-        **_git_tags(params.data.root),
+        **git_tags(params.data.root),
     }
     try:
         tags["emonext.data_dvc_md5"] = content_hash(params.data.root)
@@ -313,7 +313,7 @@ def _provenance_tags(
     return tags
 
 
-def _git_tags(path: Path) -> dict[str, str]:
+def git_tags(path: Path) -> dict[str, str]:
     """The commit (and whether the tree had uncommitted changes) of the repository holding ``path``."""
     folder = path if path.is_dir() else path.parent
     while not folder.exists():
@@ -607,13 +607,13 @@ def fetch_checkpoint(
 
 
 def _fetch(reference: str, uri: str, cache_dir: Path | None) -> tuple[Path, str | None, str | None]:
-    client = _client(uri, create=False)
+    client = tracking_client(uri, create=False)
     store_key = hashlib.sha256(uri.encode()).hexdigest()[:12]
     root = Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser() / store_key
     models = _MODELS_URI.match(reference)
     if models:
         name = models["name"]
-        with _registry_errors(uri, reference):
+        with registry_errors(uri, reference):
             if models["alias"]:
                 try:
                     model_version = client.get_model_version_by_alias(name, models["alias"])
@@ -638,7 +638,7 @@ def _fetch(reference: str, uri: str, cache_dir: Path | None) -> tuple[Path, str 
         runs = _RUNS_URI.match(reference)
         if not runs:
             raise RegistryError(f"{reference}: expected runs:/RUN_ID/PATH")
-        with _registry_errors(uri, reference):
+        with registry_errors(uri, reference):
             client.get_run(runs["run_id"])
         version, run_id, source = None, runs["run_id"], reference
         target = root / "runs" / runs["run_id"] / runs["path"].strip("/")
@@ -656,7 +656,7 @@ def _download(source: str, target: Path, uri: str) -> None:
     try:
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
-        with _registry_errors(uri, source):
+        with registry_errors(uri, source):
             mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging))
         downloaded = staging if (staging / "MLmodel").is_file() else next(staging.rglob("MLmodel")).parent
         os.replace(downloaded, target)

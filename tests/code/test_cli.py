@@ -15,7 +15,8 @@ runner = CliRunner()
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["scrape"], ["clean"], ["split"], ["train"], ["evaluate"], ["compare"], ["params"]]
+    "command",
+    [[], ["scrape"], ["clean"], ["split"], ["train"], ["tune"], ["evaluate"], ["compare"], ["params"]],
 )
 def test_every_command_has_help(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
