@@ -1,0 +1,141 @@
+"""Accuracy per fixed CPU budget: named training configurations, each a budgeted FER2013 run.
+
+Every row is one ``bench/budgeted_run.py --minutes N --set ...`` process on full FER2013 (train,
+validated on PublicTest), so each configuration gets the same wall-clock budget on the same
+machine, and its command reproduces it. Rows: the candidate CPU recipes, the module ablation
+(ConvNeXt alone, + STN, + SE, + self-attention regularisation at a few λ, full EmoNeXt) and the
+baselines the EmoNeXt paper compares against. The results go to a Markdown table.
+
+    python bench/quality_matrix.py --minutes 10 --only emonext atto-96 resnet18
+    python bench/quality_matrix.py --minutes 60 --group ablation
+
+Runs are sequential: two at once would share the two cores and each get half the budget's work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from machine import cpu_model
+
+from emonext.fileio import write_atomically
+
+logger = logging.getLogger("bench.quality_matrix")
+
+#: ConvNeXt without any EmoNeXt module: the ablation's starting point.
+_CONVNEXT_ALONE = ("model.stn=false", "model.se=false", "model.self_attention=false", "train.sa_lambda=0")
+
+#: name -> (group, overrides of params.yaml). ``emonext`` is params.yaml as it is: the default
+#: recipe, and the ablation's full model.
+CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "atto-48": ("recipe", ("model.input_size=48",)),
+    "atto-96": ("recipe", ("model.input_size=96",)),
+    "femto-64": ("recipe", ("model.backbone=convnext_femto",)),
+    "convnext": ("ablation", _CONVNEXT_ALONE),
+    "convnext+stn": ("ablation", ("model.se=false", "model.self_attention=false", "train.sa_lambda=0")),
+    "convnext+se": ("ablation", ("model.stn=false", "model.self_attention=false", "train.sa_lambda=0")),
+    "convnext+sa-0.05": ("ablation", ("model.stn=false", "model.se=false", "train.sa_lambda=0.05")),
+    "convnext+sa-0.1": ("ablation", ("model.stn=false", "model.se=false", "train.sa_lambda=0.1")),
+    "convnext+sa-0.3": ("ablation", ("model.stn=false", "model.se=false", "train.sa_lambda=0.3")),
+    "emonext": ("ablation", ()),
+    "resnet18": ("baseline", ("model.arch=resnet18",)),
+    "vgg19_bn": ("baseline", ("model.arch=vgg19_bn",)),
+    "densenet121": ("baseline", ("model.arch=densenet121",)),
+}
+
+
+def run_config(name: str, minutes: float, work: Path, extra: list[str]) -> dict[str, object]:
+    """Train one configuration for ``minutes`` in its own process; returns its summary row."""
+    _, overrides = CONFIGS[name]
+    out = work / name
+    command = [
+        sys.executable,
+        "bench/budgeted_run.py",
+        "--minutes",
+        f"{minutes:g}",
+        "--out",
+        str(out),
+        *[item for override in (*overrides, *extra) for item in ("--set", override)],
+    ]
+    logger.info("%s: %s", name, shlex.join(command))
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    summary = json.loads((out / "budgeted_run.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    best = max(metrics, key=lambda row: row["val_accuracy"])
+    logger.info("%s: best val accuracy %.4f at epoch %d", name, best["val_accuracy"], best["epoch"])
+    return {
+        "name": name,
+        "group": CONFIGS[name][0],
+        "overrides": " ".join([*overrides, *extra]) or "(params.yaml)",
+        "best_val_accuracy": best["val_accuracy"],
+        "best_val_macro_f1": best["val_macro_f1"],
+        "best_epoch": best["epoch"],
+        "epochs_run": summary["epochs_run"],
+        "planned_epochs": summary["planned_epochs"],
+        "train_minutes": summary["train_minutes"],
+        "wall_minutes": wall / 60,
+        "command": "python " + shlex.join(["bench/budgeted_run.py", *command[2:]]),
+    }
+
+
+def render(rows: list[dict[str, object]], minutes: float, note: str) -> str:
+    """The results as Markdown: one table, then the command of every row."""
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# FER2013 val accuracy per {minutes:g}-minute CPU budget",
+        "",
+        f"`python bench/quality_matrix.py --minutes {minutes:g} ...` on {cpu_model()}, {when}. "
+        "Train: FER2013 train (28,709 faces); val: PublicTest (3,589). Each row is one process; "
+        "`train.max_minutes` stops it after the epoch that reaches the budget.",
+        "",
+        "| config | group | overrides | best val acc | macro-F1 | best epoch | epochs run / planned "
+        "| train min |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['name']} | {row['group']} | `{row['overrides']}` | {row['best_val_accuracy']:.4f} | "
+            f"{row['best_val_macro_f1']:.4f} | {row['best_epoch']} | "
+            f"{row['epochs_run']} / {row['planned_epochs']} | {row['train_minutes']:.1f} |"
+        )
+    lines += ["", "Commands:", ""] + [f"    {row['command']}" for row in rows]
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--only", nargs="+", choices=sorted(CONFIGS), help="these configurations")
+    parser.add_argument("--group", choices=["recipe", "ablation", "baseline"], help="one group")
+    parser.add_argument("--work", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--out", type=Path, help="results file (default bench/results/quality_<N>min.md)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="for every row")
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    names = args.only or [name for name, (group, _) in CONFIGS.items() if args.group in (None, group)]
+    work = args.work / f"{args.minutes:g}min"
+    out = args.out or Path(f"bench/results/quality_{args.minutes:g}min.md")
+    rows: list[dict[str, object]] = []
+    for name in names:
+        rows.append(run_config(name, args.minutes, work, args.overrides))
+        # After every row, so a long matrix that is interrupted keeps what it measured.
+        write_atomically(out, render(rows, args.minutes, args.note))
+    logger.info("wrote %s", out)
+
+
+if __name__ == "__main__":
+    main()
