@@ -9,6 +9,7 @@ baselines the EmoNeXt paper compares against. The results go to a Markdown table
     python bench/quality_matrix.py --minutes 10 --only emonext atto-96 resnet18
     python bench/quality_matrix.py --minutes 60 --group ablation
 
+The table holds every configuration that has run at that budget (earlier invocations too).
 Runs are sequential: two at once would share the two cores and each get half the budget's work.
 """
 
@@ -20,7 +21,6 @@ import logging
 import shlex
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,39 +52,40 @@ CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def run_config(name: str, minutes: float, work: Path, extra: list[str]) -> dict[str, object]:
-    """Train one configuration for ``minutes`` in its own process; returns its summary row."""
+def run_config(name: str, minutes: float, work: Path, extra: list[str]) -> None:
+    """Train one configuration for ``minutes`` in its own process, into ``work/name``."""
     _, overrides = CONFIGS[name]
-    out = work / name
-    command = [
-        sys.executable,
-        "bench/budgeted_run.py",
-        "--minutes",
-        f"{minutes:g}",
-        "--out",
-        str(out),
-        *[item for override in (*overrides, *extra) for item in ("--set", override)],
-    ]
+    command = budgeted_command(minutes, work / name, [*overrides, *extra])
     logger.info("%s: %s", name, shlex.join(command))
-    started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - started
+    subprocess.run([sys.executable, *command], check=True, stdout=subprocess.DEVNULL)
+
+
+def budgeted_command(minutes: float, out: Path, overrides: list[str]) -> list[str]:
+    """``bench/budgeted_run.py`` arguments for one row (without the interpreter)."""
+    sets = [item for override in overrides for item in ("--set", override)]
+    return ["bench/budgeted_run.py", "--minutes", f"{minutes:g}", "--out", str(out), *sets]
+
+
+def summarize(name: str, minutes: float, work: Path) -> dict[str, object] | None:
+    """The row of a configuration that has run into ``work/name``; None when it has not."""
+    out = work / name
+    if not (out / "budgeted_run.json").is_file():
+        return None
     summary = json.loads((out / "budgeted_run.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     best = max(metrics, key=lambda row: row["val_accuracy"])
-    logger.info("%s: best val accuracy %.4f at epoch %d", name, best["val_accuracy"], best["epoch"])
+    overrides = list(summary["overrides"])
     return {
         "name": name,
         "group": CONFIGS[name][0],
-        "overrides": " ".join([*overrides, *extra]) or "(params.yaml)",
+        "overrides": " ".join(overrides) or "(params.yaml)",
         "best_val_accuracy": best["val_accuracy"],
         "best_val_macro_f1": best["val_macro_f1"],
         "best_epoch": best["epoch"],
         "epochs_run": summary["epochs_run"],
         "planned_epochs": summary["planned_epochs"],
         "train_minutes": summary["train_minutes"],
-        "wall_minutes": wall / 60,
-        "command": "python " + shlex.join(["bench/budgeted_run.py", *command[2:]]),
+        "command": "python " + shlex.join(budgeted_command(minutes, out, overrides)),
     }
 
 
@@ -129,12 +130,14 @@ def main() -> None:
     names = args.only or [name for name, (group, _) in CONFIGS.items() if args.group in (None, group)]
     work = args.work / f"{args.minutes:g}min"
     out = args.out or Path(f"bench/results/quality_{args.minutes:g}min.md")
-    rows: list[dict[str, object]] = []
     for name in names:
-        rows.append(run_config(name, args.minutes, work, args.overrides))
-        # After every row, so a long matrix that is interrupted keeps what it measured.
+        run_config(name, args.minutes, work, args.overrides)
+        # Every configuration run so far at this budget (earlier invocations too), after every row,
+        # so a long matrix that is interrupted keeps what it measured.
+        rows = [row for row in (summarize(each, args.minutes, work) for each in CONFIGS) if row]
         write_atomically(out, render(rows, args.minutes, args.note))
-    logger.info("wrote %s", out)
+        accuracy = next(row["best_val_accuracy"] for row in rows if row["name"] == name)
+        logger.info("%s: best val accuracy %.4f; wrote %s", name, accuracy, out)
 
 
 if __name__ == "__main__":
