@@ -39,6 +39,7 @@ CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "atto-48": ("recipe", ("model.input_size=48",)),
     "atto-96": ("recipe", ("model.input_size=96",)),
     "femto-64": ("recipe", ("model.backbone=convnext_femto",)),
+    "lr-4e-3": ("recipe", ("train.lr=4e-3",)),
     "convnext": ("ablation", _CONVNEXT_ALONE),
     "convnext+stn": ("ablation", ("model.se=false", "model.self_attention=false", "train.sa_lambda=0")),
     "convnext+se": ("ablation", ("model.stn=false", "model.self_attention=false", "train.sa_lambda=0")),
