@@ -271,7 +271,7 @@ class CleanReport:
         timings: Seconds per stage (discover, process, deduplicate, write).
         workers: Shards run at once (1: one after the other in the calling process).
         executor: What ran the shards: ``in-process``, ``process pool``, or the ``executor``
-            named by the caller of :func:`run_clean` (``prefect process``, ``prefect ray`` ...).
+            named by the caller of :func:`clean` (``prefect process``, ``prefect ray`` ...).
         contact_sheets: Reasons with a ``contact_<reason>.png`` of dropped examples.
     """
 
@@ -330,7 +330,7 @@ class CleanReport:
 # --------------------------------------------------------------------------------------------
 
 
-def run_clean(
+def clean(
     config: CleanConfig,
     data: DataConfig,
     progress: bool = True,
@@ -340,7 +340,12 @@ def run_clean(
     executor: str = "map_shards",
     shard_scale: int = 1,
 ) -> CleanReport:
-    """Run every cleaning step and write the outputs; see :func:`emonext.cleaning.clean`.
+    """Clean the sources into ``config.output_dir``: every cleaning step, then the outputs.
+
+    Outputs (replacing a previous run's as a whole, only once everything succeeded):
+    ``images/<label>/<sha256>.png`` faces, ``manifest.csv`` (one row per input image or face with
+    its fate and drop reason), ``report.json``, ``report.md`` and ``contact_<reason>.png`` sheets
+    of dropped examples.
 
     Args:
         config: The ``clean`` section.
@@ -360,6 +365,11 @@ def run_clean(
 
     Returns:
         The counts per step, reason, class and source, and the throughput.
+
+    Raises:
+        FileNotFoundError: A source or the Haar cascade does not exist.
+        ValueError: The output folder overlaps a source, or holds something else than a previous
+            output.
     """
     started = time.perf_counter()
     output_dir = config.output_dir
