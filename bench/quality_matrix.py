@@ -18,17 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shlex
 import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from machine import cpu_model
 
-from emonext.fileio import write_atomically
+from emonext.fileio import write_atomically, write_json
 
 logger = logging.getLogger("bench.quality_matrix")
+DVC_PLOTS = Path(__file__).parent / "dvc.yaml"
 
 #: ConvNeXt without any EmoNeXt module: the ablation's starting point.
 _CONVNEXT_ALONE = ("model.stn=false", "model.se=false", "model.self_attention=false", "train.sa_lambda=0")
@@ -40,6 +43,12 @@ CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "atto-96": ("recipe", ("model.input_size=96",)),
     "femto-64": ("recipe", ("model.backbone=convnext_femto",)),
     "lr-4e-3": ("recipe", ("train.lr=4e-3",)),
+    "lr-1e-3": ("recipe", ("train.lr=1e-3",)),
+    "lr-5e-4": ("recipe", ("train.lr=5e-4",)),
+    "lr-1e-3-lowreg": (
+        "recipe",
+        ("train.lr=1e-3", "model.drop_path=0", "train.label_smoothing=0", "augment.random_erasing=0"),
+    ),
     "convnext": ("ablation", _CONVNEXT_ALONE),
     "convnext+stn": ("ablation", ("model.se=false", "model.self_attention=false", "train.sa_lambda=0")),
     "convnext+se": ("ablation", ("model.stn=false", "model.self_attention=false", "train.sa_lambda=0")),
@@ -90,6 +99,59 @@ def summarize(name: str, minutes: float, work: Path) -> dict[str, object] | None
     }
 
 
+def write_curve(name: str, minutes: float, work: Path, curves: Path) -> Path:
+    """Val accuracy per epoch and per minute of one row, as a DVC plots file (``bench/dvc.yaml``)."""
+    metrics = json.loads((work / name / "metrics.json").read_text())
+    points = [
+        {
+            "epoch": row["epoch"],
+            "minutes": round(row["minutes_total"], 3),
+            "val_accuracy": round(row["val_accuracy"], 5),
+            "train_accuracy": round(row["train_accuracy"], 5),
+        }
+        for row in metrics
+    ]
+    path = curves / f"{minutes:g}min" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_json(path, points)
+
+
+def dvc_plots(curves: Path, base: Path) -> str:
+    """``bench/dvc.yaml``: val accuracy vs epoch and vs minutes per budget, a line per configuration.
+
+    Args:
+        curves: Folder of ``<N>min/<config>.json`` curves (:func:`write_curve`).
+        base: Folder of the dvc.yaml; its plot files are relative to it.
+    """
+    plots: list[dict[str, object]] = []
+    budgets = sorted(
+        (path for path in curves.glob("*min") if path.is_dir()), key=lambda p: float(p.name[:-3])
+    )
+    for budget in budgets:
+        files = [
+            Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+            for path in sorted(budget.glob("*.json"))
+        ]
+        for x, label in (("epoch", "epoch"), ("minutes", "minutes of training")):
+            plots.append(
+                {
+                    f"quality_{budget.name}_val_accuracy_vs_{x}": {
+                        "template": "linear",
+                        "x": x,
+                        "y": dict.fromkeys(files, "val_accuracy"),
+                        "title": f"FER2013 val accuracy per {label}, {budget.name[:-3]}-minute CPU budget",
+                        "x_label": label,
+                        "y_label": "val accuracy",
+                    }
+                }
+            )
+    header = (
+        "# Written by bench/quality_matrix.py: the training curves of the [quality] runs, one line per\n"
+        "# configuration. `dvc plots show` renders them with the pipeline's plots (../dvc.yaml).\n"
+    )
+    return header + yaml.safe_dump({"plots": plots}, sort_keys=False, width=120)
+
+
 def render(rows: list[dict[str, object]], minutes: float, note: str) -> str:
     """The results as Markdown: one table, then the command of every row."""
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -116,6 +178,16 @@ def render(rows: list[dict[str, object]], minutes: float, note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report(minutes: float, work: Path, out: Path, curves: Path, note: str) -> list[dict[str, object]]:
+    """Write the table and the curves of every configuration run so far at this budget."""
+    rows = [row for row in (summarize(name, minutes, work) for name in CONFIGS) if row]
+    write_atomically(out, render(rows, minutes, note))
+    for row in rows:
+        write_curve(str(row["name"]), minutes, work, curves)
+    write_atomically(DVC_PLOTS, dvc_plots(curves, DVC_PLOTS.parent))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0)
@@ -123,20 +195,23 @@ def main() -> None:
     parser.add_argument("--group", choices=["recipe", "ablation", "baseline"], help="one group")
     parser.add_argument("--work", type=Path, default=Path("runs/quality"))
     parser.add_argument("--out", type=Path, help="results file (default bench/results/quality_<N>min.md)")
+    parser.add_argument("--curves", type=Path, default=Path("bench/results/curves"), help="DVC plots data")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="for every row")
     parser.add_argument("--note", default="")
+    parser.add_argument("--report-only", action="store_true", help="rewrite table and curves, train nothing")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     names = args.only or [name for name, (group, _) in CONFIGS.items() if args.group in (None, group)]
     work = args.work / f"{args.minutes:g}min"
     out = args.out or Path(f"bench/results/quality_{args.minutes:g}min.md")
+    if args.report_only:
+        report(args.minutes, work, out, args.curves, args.note)
+        return
     for name in names:
         run_config(name, args.minutes, work, args.overrides)
-        # Every configuration run so far at this budget (earlier invocations too), after every row,
-        # so a long matrix that is interrupted keeps what it measured.
-        rows = [row for row in (summarize(each, args.minutes, work) for each in CONFIGS) if row]
-        write_atomically(out, render(rows, args.minutes, args.note))
+        # After every row, so a long matrix that is interrupted keeps what it measured.
+        rows = report(args.minutes, work, out, args.curves, args.note)
         accuracy = next(row["best_val_accuracy"] for row in rows if row["name"] == name)
         logger.info("%s: best val accuracy %.4f; wrote %s", name, accuracy, out)
 

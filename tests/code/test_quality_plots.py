@@ -1,0 +1,73 @@
+"""The [quality] training curves: committed data, bench/dvc.yaml in step with it, and DVC renders them.
+
+bench/quality_matrix.py writes one curve per budgeted run (bench/results/curves/<N>min/<config>.json)
+and bench/dvc.yaml, the DVC plots that draw them next to the pipeline's own (dvc.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH = REPO / "bench"
+CURVES = BENCH / "results" / "curves"
+sys.path.insert(0, str(BENCH))
+
+import quality_matrix  # noqa: E402
+
+
+def curve_files() -> list[Path]:
+    return sorted(CURVES.glob("*min/*.json"))
+
+
+def plot_ids() -> list[str]:
+    document = yaml.safe_load((BENCH / "dvc.yaml").read_text())
+    return [next(iter(plot)) for plot in document["plots"]]
+
+
+def test_curves_are_epoch_series_within_their_budget() -> None:
+    assert curve_files(), "no committed curves"
+    for path in curve_files():
+        points = json.loads(path.read_text())
+        budget = float(path.parent.name.removesuffix("min"))
+        assert [point["epoch"] for point in points] == list(range(1, len(points) + 1)), path
+        minutes = [point["minutes"] for point in points]
+        assert minutes == sorted(minutes) and minutes[-1] <= budget * 1.15, path
+        assert all(0.0 < point["val_accuracy"] < 1.0 for point in points), path
+        assert path.stem in quality_matrix.CONFIGS, f"{path}: not a configuration of quality_matrix.py"
+
+
+def test_dvc_plots_file_matches_the_curves() -> None:
+    """bench/dvc.yaml is what quality_matrix.py writes for the committed curves: none left out."""
+    assert (BENCH / "dvc.yaml").read_text() == quality_matrix.dvc_plots(CURVES, BENCH)
+    listed = {
+        file
+        for plot in yaml.safe_load((BENCH / "dvc.yaml").read_text())["plots"]
+        for file in next(iter(plot.values()))["y"]
+    }
+    assert listed == {path.relative_to(BENCH).as_posix() for path in curve_files()}
+    assert len(plot_ids()) == 2 * len({path.parent.name for path in curve_files()})
+
+
+@pytest.mark.slow
+def test_dvc_renders_the_quality_plots(tmp_path: Path) -> None:
+    ids = plot_ids()
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "--json", "-o", str(tmp_path), *ids],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    plots = json.loads(shown.stdout)
+    assert not plots.get("errors"), plots["errors"]
+    assert set(plots["data"]) == set(ids)
+    for plot_id in ids:
+        values = plots["data"][plot_id][0]["content"]["data"]["values"]
+        assert {value["filename"] for value in values} >= {"emonext.json"}, plot_id
