@@ -63,6 +63,9 @@ TINY_PARAMS: dict[str, Any] = {
     "register.tracking_uri": None,
     "register.store_dir": "runs/mlflow",  # relative to the temporary repository's params.yaml
 }
+# Twice the default, so the experiment always changes train.lr whatever params.yaml picks.
+EXPERIMENT_LR = 2 * yaml.safe_load(PARAMS_YAML.read_text())["train"]["lr"]
+EXPERIMENT = "lr-x2"
 RUNNING_STAGE = re.compile(r"Running stage '([^']+)'")
 
 
@@ -219,7 +222,7 @@ def test_second_repro_runs_nothing(pipeline: Pipeline) -> None:
 def experiment(pipeline: Pipeline) -> Result:
     """`dvc exp run` with another train.lr: the one re-training the module pays for (it checks both
     what a train.* change reruns and that experiments work)."""
-    return pipeline.dvc("exp", "run", "--name", "lr-1e-3", "--set-param", "train.lr=0.001")
+    return pipeline.dvc("exp", "run", "--name", EXPERIMENT, "--set-param", f"train.lr={EXPERIMENT_LR}")
 
 
 @pytest.mark.slow
@@ -229,7 +232,7 @@ def test_train_param_change_reruns_only_train_and_downstream(pipeline: Pipeline,
         assert f"Stage '{stage}' didn't change, skipping" in experiment.output
     lock = pipeline.lock()["stages"]
     committed = yaml.safe_load(pipeline.git("show", "HEAD:dvc.lock").output)["stages"]
-    assert lock["train"]["params"]["params.yaml"]["train"]["lr"] == 0.001
+    assert lock["train"]["params"]["params.yaml"]["train"]["lr"] == EXPERIMENT_LR
     assert lock["split"] == committed["split"]
     assert lock["train"]["outs"] != committed["train"]["outs"]
 
@@ -244,11 +247,11 @@ def test_experiment_metrics_are_reported(pipeline: Pipeline, experiment: Result)
         for group in baseline.get("experiments") or []
         for rev in group["revs"]
     }
-    assert "lr-1e-3" in rows, f"experiment missing from `dvc exp show`: {list(rows)}"
-    data = rows["lr-1e-3"]["data"]
+    assert EXPERIMENT in rows, f"experiment missing from `dvc exp show`: {list(rows)}"
+    data = rows[EXPERIMENT]["data"]
     assert 0.0 <= data["metrics"]["runs/evaluate/report.json"]["data"]["accuracy"] <= 1.0
     assert data["metrics"]["runs/train/summary.json"]["data"]["epochs_run"] == 2
-    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == 0.001
+    assert data["params"]["params.yaml"]["data"]["train"]["lr"] == EXPERIMENT_LR
 
     shown = json.loads(pipeline.dvc("metrics", "show", "--json").output)
     workspace = next(iter(shown.values()))["data"]  # only the workspace is shown without revisions
