@@ -55,6 +55,25 @@ def test_dvc_plots_file_matches_the_curves() -> None:
     assert len(plot_ids()) == 2 * len({path.parent.name for path in curve_files()})
 
 
+def test_curve_of_a_real_run_is_written_and_plotted(trained_run: Path, tmp_path: Path) -> None:
+    """The writer itself, on the metrics.json of a real (tiny) training run, not the committed output."""
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    curves = tmp_path / "curves"
+    path = quality_matrix.write_curve(trained_run.name, 10, trained_run.parent, curves)
+    assert path == curves / "10min" / f"{trained_run.name}.json"
+    points = json.loads(path.read_text())
+    assert [point["epoch"] for point in points] == [row["epoch"] for row in metrics]
+    assert [point["val_accuracy"] for point in points] == [round(row["val_accuracy"], 5) for row in metrics]
+    plots = yaml.safe_load(quality_matrix.dvc_plots(curves, tmp_path))["plots"]
+    assert [next(iter(plot)) for plot in plots] == [
+        "quality_10min_val_accuracy_vs_epoch",
+        "quality_10min_val_accuracy_vs_minutes",
+    ]
+    assert all(
+        next(iter(plot.values()))["y"] == {f"curves/10min/{path.name}": "val_accuracy"} for plot in plots
+    )
+
+
 @pytest.mark.slow
 def test_dvc_renders_the_quality_plots(tmp_path: Path) -> None:
     ids = plot_ids()
