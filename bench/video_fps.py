@@ -613,7 +613,7 @@ def bench(args: argparse.Namespace) -> None:
         faces_used,
         video,
         model_line=(
-            f"`{args.model}`: {checkpoint.model_config.arch}/{checkpoint.model_config.backbone}, "
+            f"`{args.model}`: {checkpoint.model_config.architecture}, "
             f"input {checkpoint.model_config.input_size} px, md5 `{content_hash(checkpoint.path)}`"
         ),
         load=(load_before, load_after),

@@ -343,6 +343,11 @@ class ModelConfig(_Section):
     mean: float = Field(ge=0.0, le=1.0)
     std: float = Field(gt=0.0, le=1.0)
 
+    @property
+    def architecture(self) -> str:
+        """``emonext/<backbone>`` or the baseline's name (which has no ConvNeXt backbone)."""
+        return f"emonext/{self.backbone}" if self.arch == "emonext" else self.arch
+
 
 class TrainConfig(_Section):
     """Optimisation recipe.

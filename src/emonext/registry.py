@@ -301,7 +301,7 @@ def _provenance_tags(
 ) -> dict[str, str]:
     tags = {
         "emonext.model_md5": model_md5,
-        "emonext.arch": f"{checkpoint.model_config.arch}/{checkpoint.model_config.backbone}",
+        "emonext.arch": checkpoint.model_config.architecture,
         "emonext.data_root": str(params.data.root),
         "emonext.test_faces_sha256": str(report.get("faces_sha256", "")),
         **git_tags(params.data.root),

@@ -177,9 +177,8 @@ def _train(
     val_set = datasets.get(params.data.val_split)
     classes = train_set.classes
     logger.info(
-        "training %s/%s on %d faces (%s), validating on %d; device %s, precision %s",
-        params.model.arch,
-        params.model.backbone,
+        "training %s on %d faces (%s), validating on %d; device %s, precision %s",
+        params.model.architecture,
         len(train_set),
         dict(zip(classes, train_set.class_counts().tolist(), strict=True)),
         len(val_set) if val_set is not None else 0,

@@ -108,7 +108,6 @@ def model_description(loaded: Any | None, predictor: EmotionPredictor) -> dict[s
 
     checkpoint = predictor.checkpoint
     config = checkpoint.model_config
-    architecture = f"{config.arch}/{config.backbone}" if config.arch == "emonext" else config.arch
     uri = getattr(loaded, "uri", None)
     if uri is None:
         # A predictor handed in directly: name the built-in model as its URI, anything else by path.
@@ -118,7 +117,7 @@ def model_description(loaded: Any | None, predictor: EmotionPredictor) -> dict[s
         "uri": uri,
         "version": getattr(loaded, "version", None),
         "run_id": getattr(loaded, "run_id", None),
-        "architecture": architecture,
+        "architecture": config.architecture,
         "stn": bool(config.arch == "emonext" and config.stn),
         "classes": list(predictor.classes),
     }
