@@ -7,15 +7,18 @@ run and its evaluation report:
         --report runs/budgeted/evaluate/report.json --data runs/cache/fer2013 \
         --command "python bench/budgeted_run.py --minutes 30"
 
-Weights are stored in float16 (half the size; the loader casts them back to float32), and the
-script checks that the packaged model predicts the same classes as the original on the report's
-faces before replacing the shipped one.
+Weights are stored in float16 (half the size), or with ``--weights int8`` as int8 with a scale per
+output channel (a quarter; for models whose float16 copy is over the 15 MB limit, e.g. resnet18);
+the loader turns them back into float32. The script checks that the packaged model predicts the
+same classes as the original on the report's faces before replacing the shipped one.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +26,13 @@ import numpy as np
 import torch
 import typer
 
-from emonext.checkpoint import Checkpoint, model_from_checkpoint, read_checkpoint, save_model_checkpoint
+from emonext.checkpoint import (
+    Checkpoint,
+    compact_weights,
+    model_from_checkpoint,
+    read_checkpoint,
+    save_model_checkpoint,
+)
 from emonext.data.dataset import load_folder
 from emonext.evaluation.evaluate import predict_probabilities
 from emonext.fileio import content_hash, write_atomically
@@ -33,46 +42,72 @@ logger = logging.getLogger("make_builtin_model")
 MAX_BYTES = 15 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class CopyCheck:
+    """The packaged copy against its float32 original, on the first faces of the evaluated split."""
+
+    faces: int
+    agreement: float
+    original_accuracy: float
+    copy_accuracy: float
+
+
+class Weights(StrEnum):
+    """How the built-in copy stores its weights (:func:`emonext.checkpoint.compact_weights`)."""
+
+    float16 = "float16"
+    int8 = "int8"
+
+
 def main(
     checkpoint: Annotated[Path, typer.Option(help="trained best.safetensors")],
     report: Annotated[Path, typer.Option(help="report.json of `emonext evaluate` on the val split")],
     data: Annotated[Path, typer.Option(help="the data set it was trained and evaluated on")],
     command: Annotated[str, typer.Option(help="the command that trained it, for the model card")],
     split: Annotated[str, typer.Option(help="split the report scored")] = "val",
-    check_faces: Annotated[int, typer.Option(help="faces used to check the fp16 copy")] = 512,
+    check_faces: Annotated[int, typer.Option(help="faces of the split used to check the copy")] = 4000,
     out: Annotated[Path, typer.Option(help="folder of the built-in model (the package's)")] = BUILTIN_DIR,
+    weights: Annotated[Weights, typer.Option(help="float16, or int8 per output channel")] = Weights.float16,
 ) -> None:
     source = read_checkpoint(checkpoint)
     document = json.loads(report.read_text())
-    half = {
-        key: value.half() if value.is_floating_point() else value for key, value in source.state_dict.items()
-    }
     out.mkdir(parents=True, exist_ok=True)
     target = out / BUILTIN_WEIGHTS
     staged = target.with_suffix(".staged.safetensors")
-    metadata = {**source.metadata, "weights_dtype": "float16", "source_md5": content_hash(checkpoint)}
-    save_model_checkpoint(staged, half, source.params, source.classes, metadata)
+    metadata = {**source.metadata, "weights_dtype": weights.value, "source_md5": content_hash(checkpoint)}
+    compact = compact_weights(source.state_dict, weights.value)
+    save_model_checkpoint(staged, compact, source.params, source.classes, metadata)
     staged_bytes = staged.stat().st_size
     if staged_bytes > MAX_BYTES:
         staged.unlink()
+        hint = " (try --weights int8)" if weights is Weights.float16 else ""
         raise SystemExit(
-            f"{checkpoint}: its float16 copy has {staged_bytes} bytes, over the {MAX_BYTES}-byte limit"
+            f"{checkpoint}: its {weights.value} copy has {staged_bytes} bytes, "
+            f"over the {MAX_BYTES}-byte limit{hint}"
         )
 
     dataset, _ = load_folder(data, source.data_config.model_copy(update={"max_per_class": None}), split)
-    faces = dataset.images[:check_faces]
+    faces, labels = dataset.images[:check_faces], dataset.labels[:check_faces].numpy()
     original = predict_probabilities(model_from_checkpoint(source), faces, source.model_config)
     packaged = predict_probabilities(
         model_from_checkpoint(read_checkpoint(staged)), faces, source.model_config
     )
     agreement = float((original.argmax(1) == packaged.argmax(1)).mean())
+    check = CopyCheck(
+        faces=len(labels),
+        agreement=agreement,
+        original_accuracy=float((original.argmax(1) == labels).mean()),
+        copy_accuracy=float((packaged.argmax(1) == labels).mean()),
+    )
     worst = float(np.abs(original - packaged).max())
-    logger.info("fp16 copy: top-1 agreement %.4f, max probability difference %.5f", agreement, worst)
+    logger.info(
+        "%s copy: top-1 agreement %.4f, max probability difference %.5f", weights.value, agreement, worst
+    )
     if agreement < 0.99:
         staged.unlink()
-        raise SystemExit(f"fp16 copy disagrees with the original on {1 - agreement:.1%} of faces")
+        raise SystemExit(f"{weights.value} copy disagrees with the original on {1 - agreement:.1%} of faces")
     staged.replace(target)
-    card = model_card(source, document, command, content_hash(data), data, split, target, agreement)
+    card = model_card(source, document, command, content_hash(data), data, split, target, weights, check)
     write_atomically(out / "MODEL_CARD.md", card)
     logger.info("wrote %s (%.1f MB) and MODEL_CARD.md", target, target.stat().st_size / 2**20)
 
@@ -85,11 +120,23 @@ def model_card(
     data: Path,
     split: str,
     weights: Path,
-    agreement: float,
+    weights_dtype: Weights,
+    check: CopyCheck,
 ) -> str:
     model = checkpoint.model_config
     train = checkpoint.params["train"]
     classes = list(report["classes"])
+    if model.arch == "emonext":
+        architecture = (
+            f"EmoNeXt / {model.backbone}, input {model.input_size} px, "
+            f"STN {model.stn}, SE {model.se}, self-attention {model.self_attention}"
+        )
+    else:
+        architecture = f"{model.arch} (timm, from scratch), input {model.input_size} px"
+    attention = f"λ {train['sa_lambda']:g}, " if model.arch == "emonext" and model.self_attention else ""
+    storage = "float16"
+    if weights_dtype is Weights.int8:
+        storage = "int8 per output channel (norms and biases float16)"
     lines = [
         "# emonext built-in model",
         "",
@@ -99,10 +146,10 @@ def model_card(
         "",
         "| | |",
         "|---|---|",
-        f"| architecture | {model.arch} / {model.backbone}, input {model.input_size} px, "
-        f"STN {model.stn}, SE {model.se}, self-attention {model.self_attention} |",
-        f"| weights | `{weights.name}`, float16 ({weights.stat().st_size / 2**20:.1f} MB), "
-        f"top-1 agreement with the float32 original {agreement:.2%} |",
+        f"| architecture | {architecture} |",
+        f"| weights | `{weights.name}`, {storage} ({weights.stat().st_size / 2**20:.1f} MB), "
+        f"top-1 agreement with the float32 original {check.agreement:.2%} on {check.faces} `{split}` faces, "
+        f"accuracy there {check.copy_accuracy:.4f} (original {check.original_accuracy:.4f}) |",
         f"| training command | `{command}` |",
         f"| data | FER2013 train (image folders), DVC md5 `{data_md5}` of `{data.name}` |",
         f"| evaluated on | FER2013 PublicTest (`{split}` split), {report['num_samples']} faces |",
@@ -110,7 +157,7 @@ def model_card(
         f"| macro-F1 | {report['macro_f1']:.4f} |",
         f"| best epoch | {checkpoint.metadata.get('epoch')} of {train['epochs']} planned |",
         f"| recipe | AdamW lr {train['lr']:g}, batch {train['batch_size']}, weight decay "
-        f"{train['weight_decay']:g}, λ {train['sa_lambda']:g}, drop-path {model.drop_path:g}, "
+        f"{train['weight_decay']:g}, {attention}drop-path {model.drop_path:g}, "
         f"label smoothing {train['label_smoothing']:g}, EMA {train['ema_decay'] if train['ema'] else 'off'}, "
         f"budget {train['max_minutes']} min |",
         "",

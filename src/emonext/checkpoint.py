@@ -6,6 +6,9 @@ Two formats, both readable without executing code:
   classes as JSON;
 * ``*.pt`` (resumable training state): a ``torch.save`` dict of tensors and plain values, read
   back with ``torch.load(weights_only=True)``.
+
+A ``.safetensors`` checkpoint may hold compact weights (:func:`compact_weights`): float16, or int8
+with a float32 scale per output channel, which :func:`read_checkpoint` turns back into float32.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +32,9 @@ BEST_CHECKPOINT = "best.safetensors"
 LAST_CHECKPOINT = "last.pt"
 #: The safetensors metadata entry holding format, params, classes and metadata as JSON.
 HEADER_KEY = "emonext"
+#: Prefix of the per-output-channel scale stored next to each int8 weight.
+INT8_SCALE_PREFIX = "int8_scale."
+WeightsDtype = Literal["float16", "int8"]
 
 
 class CheckpointError(RuntimeError):
@@ -79,6 +85,58 @@ def save_model_checkpoint(
     return path
 
 
+def compact_weights(
+    state_dict: Mapping[str, torch.Tensor], dtype: WeightsDtype, min_int8_elements: int = 1024
+) -> dict[str, torch.Tensor]:
+    """A smaller copy of ``state_dict`` for shipping (the built-in model).
+
+    ``float16`` halves every floating tensor. ``int8`` quantizes each weight with at least
+    ``min_int8_elements`` values and two or more dimensions (convolution kernels, linear layers)
+    symmetrically per output channel, max-abs scaled, and stores its float32 scales under
+    :data:`INT8_SCALE_PREFIX` + key; the other floating tensors (norms, biases) become float16.
+    Integer tensors (counters) are kept as they are.
+
+    Args:
+        state_dict: float32 weights.
+        dtype: ``float16`` or ``int8``.
+        min_int8_elements: Smaller weights stay float16 (their scales would cost more than int8 saves).
+    """
+    compact: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if not value.is_floating_point():
+            compact[key] = value
+        elif dtype == "int8" and value.ndim >= 2 and value.numel() >= min_int8_elements:
+            rows = value.detach().float().reshape(value.shape[0], -1)
+            scale = rows.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
+            quantized = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+            compact[key] = quantized.reshape(value.shape)
+            compact[INT8_SCALE_PREFIX + key] = scale
+        else:
+            compact[key] = value.half()
+    return compact
+
+
+def _dequantize_int8(path: Path, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo the int8 part of :func:`compact_weights` (float32 weights; other tensors unchanged)."""
+    scales = {
+        key.removeprefix(INT8_SCALE_PREFIX): value
+        for key, value in state_dict.items()
+        if key.startswith(INT8_SCALE_PREFIX)
+    }
+    unscaled = [key for key, value in state_dict.items() if value.dtype == torch.int8 and key not in scales]
+    if unscaled:
+        raise CheckpointError(f"{path}: int8 weights without their scales (e.g. {unscaled[:3]})")
+    if not scales:
+        return state_dict
+    weights: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        if key in scales:
+            weights[key] = value.float() * scales[key].reshape(-1, *([1] * (value.ndim - 1)))
+        elif not key.startswith(INT8_SCALE_PREFIX):
+            weights[key] = value
+    return weights
+
+
 def save_training_state(path: Path, state: Mapping[str, Any]) -> Path:
     """Write a resumable training state (tensors and plain values only) atomically."""
     atomic_write(path, lambda temporary: torch.save(dict(state), temporary))
@@ -117,7 +175,7 @@ def read_checkpoint(reference: str | Path) -> Checkpoint:
         if path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt") as handle:
                 header = dict(handle.metadata() or {})
-            state_dict = load_file(str(path))
+            state_dict = _dequantize_int8(path, load_file(str(path)))
             if HEADER_KEY in header:
                 document = json.loads(header[HEADER_KEY])
                 header = {"format": document.get("format")}
@@ -165,11 +223,11 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> EmotionModel:
         result = model.load_state_dict(checkpoint.state_dict, strict=False)
     except RuntimeError as error:  # shape mismatches
         raise CheckpointError(
-            f"{checkpoint.path}: weights do not fit {model_config.arch}/{model_config.backbone}: {error}"
+            f"{checkpoint.path}: weights do not fit {model_config.architecture}: {error}"
         ) from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
-            f"{checkpoint.path}: weights do not fit {model_config.arch}/{model_config.backbone}: "
+            f"{checkpoint.path}: weights do not fit {model_config.architecture}: "
             f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[:3]}), "
             f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:3]})"
         )

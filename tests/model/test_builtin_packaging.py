@@ -1,4 +1,4 @@
-"""scripts/make_builtin_model.py: a trained checkpoint becomes a float16 built-in model with its card.
+"""scripts/make_builtin_model.py: a trained checkpoint becomes a float16 or int8 built-in model with its card.
 
 The packaged model must predict like its source, its card must report the evaluation it was given,
 and a copy over the size limit must leave the existing built-in model untouched.
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, safe_open, save_file
 
-from emonext.checkpoint import model_from_checkpoint, read_checkpoint
+from emonext.checkpoint import INT8_SCALE_PREFIX, CheckpointError, model_from_checkpoint, read_checkpoint
 from emonext.data.dataset import load_folder
 from emonext.evaluation.evaluate import evaluate_model, predict_probabilities
 from emonext.registry import BUILTIN_WEIGHTS
@@ -31,7 +32,12 @@ def report(trained_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return output_dir / "report.json"
 
 
-def package(trained_run: Path, report: Path, out: Path) -> None:
+def package(
+    trained_run: Path,
+    report: Path,
+    out: Path,
+    weights: make_builtin_model.Weights = make_builtin_model.Weights.float16,
+) -> None:
     make_builtin_model.main(
         checkpoint=trained_run / "best.safetensors",
         report=report,
@@ -40,6 +46,7 @@ def package(trained_run: Path, report: Path, out: Path) -> None:
         split="val",
         check_faces=64,
         out=out,
+        weights=weights,
     )
 
 
@@ -80,3 +87,37 @@ def test_copy_over_the_size_limit_keeps_the_existing_model(
     ):
         package(trained_run, report, tmp_path)
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+
+
+def test_int8_copy_stores_int8_kernels_and_loads_back_within_half_a_step(
+    trained_run: Path, report: Path, tmp_path: Path
+) -> None:
+    package(trained_run, report, tmp_path, make_builtin_model.Weights.int8)
+    stored = load_file(tmp_path / BUILTIN_WEIGHTS)
+    scales = {
+        key.removeprefix(INT8_SCALE_PREFIX): value
+        for key, value in stored.items()
+        if key.startswith(INT8_SCALE_PREFIX)
+    }
+    assert scales and all(stored[key].dtype == torch.int8 for key in scales)
+    source = read_checkpoint(trained_run / "best.safetensors")
+    packaged = read_checkpoint(tmp_path / BUILTIN_WEIGHTS)
+    assert packaged.state_dict.keys() == source.state_dict.keys()
+    for key, scale in scales.items():
+        restored, original = packaged.state_dict[key], source.state_dict[key]
+        assert restored.dtype == torch.float32
+        step = scale.reshape(-1, *([1] * (original.ndim - 1)))
+        assert bool(((restored - original).abs() <= step / 2 + 1e-7).all()), key
+    assert (tmp_path / BUILTIN_WEIGHTS).stat().st_size < 0.4 * (
+        trained_run / "best.safetensors"
+    ).stat().st_size
+    card = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "int8 per output channel" in card and "on 64 `val` faces" in card
+
+    with safe_open(str(tmp_path / BUILTIN_WEIGHTS), framework="pt") as handle:
+        header = handle.metadata()
+    first = next(iter(scales))
+    broken = {key: value for key, value in stored.items() if key != INT8_SCALE_PREFIX + first}
+    save_file(broken, str(tmp_path / "broken.safetensors"), metadata=header)
+    with pytest.raises(CheckpointError, match=r"broken\.safetensors: int8 weights without their scales"):
+        read_checkpoint(tmp_path / "broken.safetensors")
