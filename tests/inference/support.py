@@ -31,8 +31,14 @@ def infer_config(*overrides: str) -> InferConfig:
 @functools.cache
 def builtin_predictor() -> EmotionPredictor:
     """The built-in model's predictor with the inference detector settings (built once)."""
+    return model_predictor("builtin")
+
+
+def model_predictor(uri: str | Path) -> EmotionPredictor:
+    """The predictor of any model reference (``builtin``, a checkpoint or run folder, a registry URI)
+    with the inference detector settings."""
     infer = infer_config()
-    return load_default_model("builtin").predictor(batch_size=infer.batch_size, face_config=infer.face)
+    return load_default_model(str(uri)).predictor(batch_size=infer.batch_size, face_config=infer.face)
 
 
 def ffmpeg(*arguments: str) -> subprocess.CompletedProcess[str]:

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from emonext.inference.image import PREDICTIONS_FILE, ImageReport, analyze_images, decode_color, expand_inputs
+from emonext.inference.stn import has_stn
 from tests.conftest import png_header_only
-from tests.inference.support import COUPLE, PORTRAIT, TWO_PEOPLE, builtin_predictor
+from tests.inference.support import COUPLE, PORTRAIT, TWO_PEOPLE, builtin_predictor, model_predictor
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
@@ -113,8 +114,10 @@ def test_inputs_expand_folders_and_globs_sorted(awkward: Path, tmp_path: Path) -
         expand_inputs([str(tmp_path / "*.jpg")])
 
 
-def test_stn_view_and_json_only(tmp_path: Path) -> None:
-    report: ImageReport = analyze_images([PORTRAIT], builtin_predictor(), tmp_path, stn=True, progress=False)
+def test_stn_view_and_json_only(tmp_path: Path, trained_run: Path) -> None:
+    emonext = model_predictor(trained_run)  # EmoNeXt with its Spatial Transformer
+    assert has_stn(emonext)
+    report: ImageReport = analyze_images([PORTRAIT], emonext, tmp_path, stn=True, progress=False)
     view = cv2.imread(str(tmp_path / "justinshenk_fer_justin.face0.stn.png"))
     assert view is not None and view.shape == (192 + 28, 2 * 192 + 8, 3)  # input | aligned, captioned
     assert report.images[0].faces[0].stn is not None

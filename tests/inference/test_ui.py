@@ -31,11 +31,12 @@ from selenium.webdriver.support.wait import WebDriverWait
 
 from emonext.config import Params, load_params
 from emonext.inference.ffmpeg import ffmpeg_exe
+from emonext.inference.stn import has_stn
 from emonext.predict import EmotionPredictor
 from emonext.scraping.browser import CHROMIUM_FLAGS
 from emonext.ui.app import create_app, running_server
 from tests.conftest import PARAMS_FILE
-from tests.inference.support import builtin_predictor
+from tests.inference.support import builtin_predictor, model_predictor
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PORTRAIT = FIXTURES / "justinshenk_fer_justin.jpg"
@@ -106,8 +107,8 @@ def test_page_names_the_model_and_needs_nothing_from_the_internet(tmp_path: Path
 
 
 @pytest.mark.parametrize(("photo", "faces"), [(PORTRAIT, 1), (TWO_PEOPLE, 2)])
-def test_photo_upload_gives_labels_probabilities_annotated_image_and_stn_views(
-    client: TestClient, photo: Path, faces: int
+def test_photo_upload_gives_labels_probabilities_annotated_image_and_charts(
+    client: TestClient, predictor: EmotionPredictor, photo: Path, faces: int
 ) -> None:
     response = post_file(client, "/api/image", photo.name, photo.read_bytes())
     assert response.status_code == 200, response.text
@@ -122,9 +123,9 @@ def test_photo_upload_gives_labels_probabilities_annotated_image_and_stn_views(
         assert face["confidence"] == pytest.approx(max(face["probabilities"].values()))
         box = face["box"]
         assert 0 <= box["x"] < box["x"] + box["width"] <= result["width"]
-        for view in ("chart_url", "stn_url"):  # the bar chart; input and STN-aligned face side by side
-            png = client.get(face[view])
-            assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        png = client.get(face["chart_url"])  # the bar chart of the probabilities
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+        assert ("stn_url" in face) == has_stn(predictor)
     if faces == 2:
         assert result["faces"][0]["box"]["x"] < result["faces"][1]["box"]["x"]
 
@@ -136,6 +137,24 @@ def test_photo_upload_gives_labels_probabilities_annotated_image_and_stn_views(
     assert [face["label"] for face in saved["faces"]] == [face["label"] for face in result["faces"]]
     assert saved["file"] == photo.name and saved["model"]["uri"] == "builtin"
     assert "stn_url" not in saved["faces"][0] and str(client.app.state.ui.session_dir) not in str(saved)  # type: ignore[attr-defined]
+
+
+def test_an_emonext_model_shows_each_face_next_to_its_stn_alignment(
+    tmp_path: Path, trained_run: Path
+) -> None:
+    emonext = model_predictor(trained_run)
+    assert has_stn(emonext)
+    with TestClient(create_app(ui_params(tmp_path), emonext)) as test_client:
+        assert test_client.get("/api/health").json()["model"]["stn"] is True
+        response = post_file(test_client, "/api/image", TWO_PEOPLE.name, TWO_PEOPLE.read_bytes())
+        assert response.status_code == 200, response.text
+        faces = response.json()["faces"]
+        assert len(faces) == 2
+        for face in faces:  # input and STN-aligned face side by side
+            png = test_client.get(face["stn_url"])
+            assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+            with Image.open(io.BytesIO(png.content)) as view:
+                assert view.width > 2 * view.height - 64
 
 
 def test_a_photo_without_a_face_says_so(client: TestClient) -> None:
@@ -401,7 +420,8 @@ def test_the_page_in_chromium_shows_the_labels_of_an_uploaded_photo(browser: Web
             lambda driver, image=image: driver.execute_script("return arguments[0].naturalWidth", image) > 0
         )
         assert photo.name in image.get_attribute("alt")
-        assert len(panel.find_elements(By.CSS_SELECTOR, '[data-testid="stn-view"]')) == faces
+        stn_views = faces if has_stn(builtin_predictor()) else 0
+        assert len(panel.find_elements(By.CSS_SELECTOR, '[data-testid="stn-view"]')) == stn_views
         rows = panel.find_elements(By.CSS_SELECTOR, '[data-testid="probability-row"]')
         assert len(rows) == faces * len(CLASSES)
 

@@ -23,6 +23,7 @@ from emonext.config import InferConfig
 from emonext.fileio import write_json
 from emonext.inference.common import FacePipeline
 from emonext.inference.image import analyze_images
+from emonext.inference.stn import has_stn
 from emonext.inference.tracking import StreamAnalyzer
 from emonext.ui.uploads import Upload, UploadError
 
@@ -62,7 +63,8 @@ def analyze_photo(
 
     Returns:
         ``file``, ``width``, ``height``, ``faces`` (box, label, confidence, probabilities,
-        ``chart_url``, ``stn_url``), ``annotated_url``, ``json_url``, ``message``, ``seconds``.
+        ``chart_url``, and ``stn_url`` when the model has an STN), ``annotated_url``, ``json_url``,
+        ``message``, ``seconds``.
 
     Raises:
         UploadError: 400 when the file cannot be decoded.
@@ -74,7 +76,10 @@ def analyze_photo(
     source = folder / (safe_stem(upload.filename) + Path(upload.filename).suffix.lower()[:8])
     upload.path.rename(source)
     try:
-        report = analyze_images([source], predictor, output_dir, write_images=True, stn=True, progress=False)
+        # A model without a Spatial Transformer would show the input twice: no STN view then.
+        report = analyze_images(
+            [source], predictor, output_dir, write_images=True, stn=has_stn(predictor), progress=False
+        )
     finally:
         source.unlink(missing_ok=True)
         folder.rmdir()
