@@ -18,6 +18,7 @@ SAMPLE = REPO / "data" / "sample" / "fer2013"
 TINY = [
     f"data.root={SAMPLE}",
     "evaluate.split=val",
+    "model.arch=emonext",  # the tests exercise EmoNeXt (STN, SE, attention), not params.yaml's default
     "model.backbone=convnext_atto",
     "model.input_size=32",
     "model.output_stride=32",

@@ -51,6 +51,7 @@ OUTPUTS = (
 )
 #: The tiny configuration of tests/conftest.py (TINY), evaluated on the split step's test faces.
 TINY_PARAMS: dict[str, Any] = {
+    "model.arch": "emonext",
     "model.backbone": "convnext_atto",
     "model.input_size": 32,
     "model.output_stride": 32,

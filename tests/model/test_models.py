@@ -33,6 +33,9 @@ ARCHITECTURES = [
     ("densenet121", None),
 ]
 
+#: These tests build EmoNeXt whatever params.yaml's default architecture is.
+EMONEXT = "model.arch=emonext"
+
 
 @pytest.mark.parametrize(("arch", "backbone"), ARCHITECTURES)
 @pytest.mark.parametrize("input_size", [32, 48])
@@ -86,7 +89,9 @@ def test_se_blocks_sit_at_the_three_stage_transitions() -> None:
 
 
 def test_ablation_switches_remove_modules() -> None:
-    params = load_params(PARAMS_FILE, ["model.stn=false", "model.se=false", "model.self_attention=false"])
+    params = load_params(
+        PARAMS_FILE, [EMONEXT, "model.stn=false", "model.se=false", "model.self_attention=false"]
+    )
     model = create_model(params.model, num_classes=7)
     assert isinstance(model.stn, torch.nn.Identity)
     assert not any(isinstance(module, SEModule) for module in model.modules())
@@ -124,7 +129,7 @@ def test_attention_regularization() -> None:
 
 def test_attention_tokens_must_divide_the_feature_width() -> None:
     with pytest.raises(ValueError, match=r"model.attention_tokens=7 must divide the feature width 320"):
-        create_model(load_params(PARAMS_FILE, ["model.attention_tokens=7"]).model, num_classes=7)
+        create_model(load_params(PARAMS_FILE, [EMONEXT, "model.attention_tokens=7"]).model, num_classes=7)
 
 
 def test_pretrained_backbone_from_timm_and_official_files(tmp_path: Path) -> None:
@@ -135,7 +140,7 @@ def test_pretrained_backbone_from_timm_and_official_files(tmp_path: Path) -> Non
     torch.save({"model": to_official_convnext_keys(reference.state_dict())}, official_file)
 
     for weights in (timm_file, official_file):
-        params = load_params(PARAMS_FILE, [f"model.pretrained={weights}", "model.output_stride=16"])
+        params = load_params(PARAMS_FILE, [EMONEXT, f"model.pretrained={weights}", "model.output_stride=16"])
         model = create_model(params.model, num_classes=7)
         for key, value in reference.state_dict().items():
             torch.testing.assert_close(model.backbone.state_dict()[key], value, msg=f"{weights.name}: {key}")
@@ -144,24 +149,27 @@ def test_pretrained_backbone_from_timm_and_official_files(tmp_path: Path) -> Non
 def test_pretrained_weights_errors(tmp_path: Path) -> None:
     missing = tmp_path / "missing.pth"
     with pytest.raises(PretrainedWeightsError, match=f"{missing}: pretrained weights file not found"):
-        create_model(load_params(PARAMS_FILE, [f"model.pretrained={missing}"]).model, num_classes=7)
+        create_model(load_params(PARAMS_FILE, [EMONEXT, f"model.pretrained={missing}"]).model, num_classes=7)
     unrelated = tmp_path / "resnet.safetensors"
     save_file(
         {k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}, str(unrelated)
     )
     with pytest.raises(PretrainedWeightsError, match="no parameter matches the backbone"):
-        create_model(load_params(PARAMS_FILE, [f"model.pretrained={unrelated}"]).model, num_classes=7)
+        create_model(
+            load_params(PARAMS_FILE, [EMONEXT, f"model.pretrained={unrelated}"]).model, num_classes=7
+        )
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a torch file")
     with pytest.raises(PretrainedWeightsError, match="not a readable weights file"):
-        create_model(load_params(PARAMS_FILE, [f"model.pretrained={garbage}"]).model, num_classes=7)
+        create_model(load_params(PARAMS_FILE, [EMONEXT, f"model.pretrained={garbage}"]).model, num_classes=7)
 
 
 def test_hub_weights_offline_fail_with_a_clear_message() -> None:
     # huggingface_hub reads HF_HUB_OFFLINE at import, so the offline machine is a fresh process.
     code = (
         "from emonext.config import load_params; from emonext.models import create_model; "
-        f"create_model(load_params({str(PARAMS_FILE)!r}, ['model.pretrained=hub']).model, num_classes=7)"
+        f"create_model(load_params({str(PARAMS_FILE)!r}, [{EMONEXT!r}, 'model.pretrained=hub']).model, "
+        "num_classes=7)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
