@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +27,7 @@ import typer
 
 from emonext.checkpoint import (
     Checkpoint,
+    WeightsDtype,
     compact_weights,
     model_from_checkpoint,
     read_checkpoint,
@@ -52,13 +52,6 @@ class CopyCheck:
     copy_accuracy: float
 
 
-class Weights(StrEnum):
-    """How the built-in copy stores its weights (:func:`emonext.checkpoint.compact_weights`)."""
-
-    float16 = "float16"
-    int8 = "int8"
-
-
 def main(
     checkpoint: Annotated[Path, typer.Option(help="trained best.safetensors")],
     report: Annotated[Path, typer.Option(help="report.json of `emonext evaluate` on the val split")],
@@ -67,7 +60,9 @@ def main(
     split: Annotated[str, typer.Option(help="split the report scored")] = "val",
     check_faces: Annotated[int, typer.Option(help="faces of the split used to check the copy")] = 4000,
     out: Annotated[Path, typer.Option(help="folder of the built-in model (the package's)")] = BUILTIN_DIR,
-    weights: Annotated[Weights, typer.Option(help="float16, or int8 per output channel")] = Weights.float16,
+    weights: Annotated[
+        WeightsDtype, typer.Option(help="float16, or int8 per output channel")
+    ] = WeightsDtype.float16,
 ) -> None:
     source = read_checkpoint(checkpoint)
     document = json.loads(report.read_text())
@@ -75,12 +70,12 @@ def main(
     target = out / BUILTIN_WEIGHTS
     staged = target.with_suffix(".staged.safetensors")
     metadata = {**source.metadata, "weights_dtype": weights.value, "source_md5": content_hash(checkpoint)}
-    compact = compact_weights(source.state_dict, weights.value)
+    compact = compact_weights(source.state_dict, weights)
     save_model_checkpoint(staged, compact, source.params, source.classes, metadata)
     staged_bytes = staged.stat().st_size
     if staged_bytes > MAX_BYTES:
         staged.unlink()
-        hint = " (try --weights int8)" if weights is Weights.float16 else ""
+        hint = " (try --weights int8)" if weights is WeightsDtype.float16 else ""
         raise SystemExit(
             f"{checkpoint}: its {weights.value} copy has {staged_bytes} bytes, "
             f"over the {MAX_BYTES}-byte limit{hint}"
@@ -120,7 +115,7 @@ def model_card(
     data: Path,
     split: str,
     weights: Path,
-    weights_dtype: Weights,
+    weights_dtype: WeightsDtype,
     check: CopyCheck,
 ) -> str:
     model = checkpoint.model_config
@@ -135,7 +130,7 @@ def model_card(
         architecture = f"{model.arch} (timm, from scratch), input {model.input_size} px"
     attention = f"λ {train['sa_lambda']:g}, " if model.arch == "emonext" and model.self_attention else ""
     storage = "float16"
-    if weights_dtype is Weights.int8:
+    if weights_dtype is WeightsDtype.int8:
         storage = "int8 per output channel (norms and biases float16)"
     lines = [
         "# emonext built-in model",

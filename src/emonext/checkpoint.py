@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -34,7 +35,13 @@ LAST_CHECKPOINT = "last.pt"
 HEADER_KEY = "emonext"
 #: Prefix of the per-output-channel scale stored next to each int8 weight.
 INT8_SCALE_PREFIX = "int8_scale."
-WeightsDtype = Literal["float16", "int8"]
+
+
+class WeightsDtype(StrEnum):
+    """How :func:`compact_weights` stores the weights of a shipped copy."""
+
+    float16 = "float16"
+    int8 = "int8"
 
 
 class CheckpointError(RuntimeError):
@@ -105,7 +112,7 @@ def compact_weights(
     for key, value in state_dict.items():
         if not value.is_floating_point():
             compact[key] = value
-        elif dtype == "int8" and value.ndim >= 2 and value.numel() >= min_int8_elements:
+        elif dtype == WeightsDtype.int8 and value.ndim >= 2 and value.numel() >= min_int8_elements:
             rows = value.detach().float().reshape(value.shape[0], -1)
             scale = rows.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127
             quantized = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)

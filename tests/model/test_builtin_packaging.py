@@ -14,7 +14,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from emonext.checkpoint import INT8_SCALE_PREFIX, CheckpointError, model_from_checkpoint, read_checkpoint
+from emonext.checkpoint import (
+    INT8_SCALE_PREFIX,
+    CheckpointError,
+    WeightsDtype,
+    model_from_checkpoint,
+    read_checkpoint,
+)
 from emonext.data.dataset import load_folder
 from emonext.evaluation.evaluate import evaluate_model, predict_probabilities
 from emonext.registry import BUILTIN_WEIGHTS
@@ -36,7 +42,7 @@ def package(
     trained_run: Path,
     report: Path,
     out: Path,
-    weights: make_builtin_model.Weights = make_builtin_model.Weights.float16,
+    weights: WeightsDtype = WeightsDtype.float16,
 ) -> None:
     make_builtin_model.main(
         checkpoint=trained_run / "best.safetensors",
@@ -92,7 +98,7 @@ def test_copy_over_the_size_limit_keeps_the_existing_model(
 def test_int8_copy_stores_int8_kernels_and_loads_back_within_half_a_step(
     trained_run: Path, report: Path, tmp_path: Path
 ) -> None:
-    package(trained_run, report, tmp_path, make_builtin_model.Weights.int8)
+    package(trained_run, report, tmp_path, WeightsDtype.int8)
     stored = load_file(tmp_path / BUILTIN_WEIGHTS)
     scales = {
         key.removeprefix(INT8_SCALE_PREFIX): value
