@@ -22,71 +22,62 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
 from machine import cpu_model
 
-from emonext.checkpoint import BEST_CHECKPOINT, read_checkpoint
 from emonext.fileio import write_atomically, write_json
 
 logger = logging.getLogger("bench.quality_matrix")
 DVC_PLOTS = Path(__file__).parent / "dvc.yaml"
 
-#: Every recipe and ablation row trains EmoNeXt whatever params.yaml's default architecture is.
-_EMONEXT = "model.arch=emonext"
 #: ConvNeXt without any EmoNeXt module: the ablation's starting point.
-_CONVNEXT_ALONE = (
-    _EMONEXT,
-    "model.stn=false",
-    "model.se=false",
-    "model.self_attention=false",
-    "train.sa_lambda=0",
-)
+_CONVNEXT_ALONE = ("model.stn=false", "model.se=false", "model.self_attention=false", "train.sa_lambda=0")
 
-#: name -> (group, overrides of params.yaml). ``emonext`` is the full model of the ablation, with
-#: params.yaml's recipe.
+#: name -> (group, overrides of params.yaml). Rows that choose no ``model.arch`` train EmoNeXt
+#: (:func:`with_architecture`); ``emonext`` is the ablation's full model with params.yaml's recipe.
 CONFIGS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "atto-48": ("recipe", (_EMONEXT, "model.input_size=48")),
-    "atto-96": ("recipe", (_EMONEXT, "model.input_size=96")),
-    "femto-64": ("recipe", (_EMONEXT, "model.backbone=convnext_femto")),
-    "lr-4e-3": ("recipe", (_EMONEXT, "train.lr=4e-3")),
-    "lr-1e-3": ("recipe", (_EMONEXT, "train.lr=1e-3")),
-    "lr-5e-4": ("recipe", (_EMONEXT, "train.lr=5e-4")),
+    "atto-48": ("recipe", ("model.input_size=48",)),
+    "atto-96": ("recipe", ("model.input_size=96",)),
+    "femto-64": ("recipe", ("model.backbone=convnext_femto",)),
+    "lr-4e-3": ("recipe", ("train.lr=4e-3",)),
+    "lr-1e-3": ("recipe", ("train.lr=1e-3",)),
+    "lr-5e-4": ("recipe", ("train.lr=5e-4",)),
     "lr-1e-3-lowreg": (
         "recipe",
-        (
-            _EMONEXT,
-            "train.lr=1e-3",
-            "model.drop_path=0",
-            "train.label_smoothing=0",
-            "augment.random_erasing=0",
-        ),
+        ("train.lr=1e-3", "model.drop_path=0", "train.label_smoothing=0", "augment.random_erasing=0"),
     ),
     "convnext": ("ablation", _CONVNEXT_ALONE),
-    "convnext+stn": (
-        "ablation",
-        (_EMONEXT, "model.se=false", "model.self_attention=false", "train.sa_lambda=0"),
-    ),
-    "convnext+se": (
-        "ablation",
-        (_EMONEXT, "model.stn=false", "model.self_attention=false", "train.sa_lambda=0"),
-    ),
-    "convnext+sa-0.05": ("ablation", (_EMONEXT, "model.stn=false", "model.se=false", "train.sa_lambda=0.05")),
-    "convnext+sa-0.1": ("ablation", (_EMONEXT, "model.stn=false", "model.se=false", "train.sa_lambda=0.1")),
-    "convnext+sa-0.3": ("ablation", (_EMONEXT, "model.stn=false", "model.se=false", "train.sa_lambda=0.3")),
-    "emonext": ("ablation", (_EMONEXT,)),
+    "convnext+stn": ("ablation", ("model.se=false", "model.self_attention=false", "train.sa_lambda=0")),
+    "convnext+se": ("ablation", ("model.stn=false", "model.self_attention=false", "train.sa_lambda=0")),
+    "convnext+sa-0.05": ("ablation", ("model.stn=false", "model.se=false", "train.sa_lambda=0.05")),
+    "convnext+sa-0.1": ("ablation", ("model.stn=false", "model.se=false", "train.sa_lambda=0.1")),
+    "convnext+sa-0.3": ("ablation", ("model.stn=false", "model.se=false", "train.sa_lambda=0.3")),
+    "emonext": ("ablation", ()),
     "resnet18": ("baseline", ("model.arch=resnet18",)),
     "vgg19_bn": ("baseline", ("model.arch=vgg19_bn",)),
     "densenet121": ("baseline", ("model.arch=densenet121",)),
 }
 
 
+def with_architecture(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` led by ``model.arch=emonext`` unless they choose an architecture themselves.
+
+    The recipe and ablation rows train EmoNeXt whatever params.yaml's default is. Runs recorded
+    before the default became resnet18 stored no architecture; they trained EmoNeXt too.
+    """
+    if any(override.startswith("model.arch=") for override in overrides):
+        return list(overrides)
+    return ["model.arch=emonext", *overrides]
+
+
 def run_config(name: str, minutes: float, work: Path, extra: list[str]) -> None:
     """Train one configuration for ``minutes`` in its own process, into ``work/name``."""
     _, overrides = CONFIGS[name]
-    command = budgeted_command(minutes, work / name, [*overrides, *extra])
+    command = budgeted_command(minutes, work / name, with_architecture([*overrides, *extra]))
     logger.info("%s: %s", name, shlex.join(command))
     subprocess.run([sys.executable, *command], check=True, stdout=subprocess.DEVNULL)
 
@@ -105,11 +96,7 @@ def summarize(name: str, minutes: float, work: Path) -> dict[str, object] | None
     summary = json.loads((out / "budgeted_run.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     best = max(metrics, key=lambda row: row["val_accuracy"])
-    overrides = list(summary["overrides"])
-    if not any(override.startswith("model.arch=") for override in overrides):
-        # Rows run before params.yaml's default became resnet18 relied on it being emonext: name the
-        # architecture their checkpoint holds, so the command still reproduces them.
-        overrides.insert(0, f"model.arch={read_checkpoint(out / BEST_CHECKPOINT).model_config.arch}")
+    overrides = with_architecture(summary["overrides"])
     return {
         "name": name,
         "group": CONFIGS[name][0],

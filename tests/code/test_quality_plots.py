@@ -95,3 +95,17 @@ def test_dvc_renders_the_quality_plots(tmp_path: Path) -> None:
         assert len(values) == sum(len(json.loads(path.read_text())) for path in curves), plot_id
         if len(curves) > 1:
             assert {value["filename"] for value in values} == {path.name for path in curves}, plot_id
+
+
+def test_recipe_and_ablation_rows_train_emonext_whatever_the_default() -> None:
+    """params.yaml's default architecture is resnet18; every non-baseline row must pin EmoNeXt."""
+    for name, (group, overrides) in quality_matrix.CONFIGS.items():
+        arch = [
+            item for item in quality_matrix.with_architecture(overrides) if item.startswith("model.arch=")
+        ]
+        expected = f"model.arch={name}" if group == "baseline" else "model.arch=emonext"
+        assert arch == [expected], name
+    assert quality_matrix.with_architecture(["model.arch=resnet18", "train.lr=1e-3"]) == [
+        "model.arch=resnet18",
+        "train.lr=1e-3",
+    ]
