@@ -46,6 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from emonext.config import Params
 from emonext.inference.annotate import emotion_colour
 from emonext.inference.common import build_predictor
+from emonext.inference.stn import has_stn
 from emonext.predict import EmotionPredictor
 from emonext.ui.analysis import WebcamSessions, analyze_frame, analyze_photo, safe_stem
 from emonext.ui.jobs import Job, JobManager
@@ -118,7 +119,7 @@ def model_description(loaded: Any | None, predictor: EmotionPredictor) -> dict[s
         "version": getattr(loaded, "version", None),
         "run_id": getattr(loaded, "run_id", None),
         "architecture": config.architecture,
-        "stn": bool(config.arch == "emonext" and config.stn),
+        "stn": has_stn(predictor),
         "classes": list(predictor.classes),
     }
 
