@@ -9,7 +9,8 @@ baselines the EmoNeXt paper compares against. The results go to a Markdown table
     python bench/quality_matrix.py --minutes 10 --only emonext atto-96 resnet18
     python bench/quality_matrix.py --minutes 60 --group ablation
 
-The table holds every configuration that has run at that budget (earlier invocations too).
+The table holds every configuration that has run at that budget, earlier invocations and earlier
+checkouts too: its rows are recorded in ``bench/results/quality_<N>min.json`` beside it.
 Runs are sequential: two at once would share the two cores and each get half the budget's work.
 """
 
@@ -164,9 +165,8 @@ def dvc_plots(curves: Path, base: Path) -> str:
     return header + yaml.safe_dump({"plots": plots}, sort_keys=False, width=120)
 
 
-def render(rows: list[dict[str, object]], minutes: float, note: str) -> str:
+def render(rows: list[dict[str, object]], minutes: float, note: str, when: str, machine: str) -> str:
     """The results as Markdown: one table, then the command of every row."""
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# FER2013 val accuracy per {minutes:g}-minute CPU budget",
         "",
@@ -190,13 +190,37 @@ def render(rows: list[dict[str, object]], minutes: float, note: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(minutes: float, work: Path, out: Path, curves: Path, note: str) -> list[dict[str, object]]:
-    """Write the table and the curves of every configuration run so far at this budget."""
-    rows = [row for row in (summarize(name, minutes, work) for name in CONFIGS) if row]
-    write_atomically(out, render(rows, minutes, note))
-    for row in rows:
-        write_curve(str(row["name"]), minutes, work, curves)
-    write_atomically(DVC_PLOTS, dvc_plots(curves, DVC_PLOTS.parent))
+def recorded_rows(record: Path) -> dict[str, object]:
+    """The rows and note a budget's record (``quality_<N>min.json``) holds; empty when there is none."""
+    if not record.is_file():
+        return {"note": "", "rows": []}
+    return json.loads(record.read_text())
+
+
+def report(
+    minutes: float, work: Path, out: Path, curves: Path, note: str, plots: Path = DVC_PLOTS
+) -> list[dict[str, object]]:
+    """Write the table and the curves of every configuration run so far at this budget.
+
+    The rows live in a record beside the table (``out`` with a ``.json`` suffix), so rows measured
+    in an earlier checkout, whose run folders are gone, stay in the table; a configuration that has
+    run into ``work`` replaces its recorded row. The note, too, stays unless a new one is given.
+    ``plots`` is the dvc.yaml that draws the curves.
+    """
+    record_path = out.with_suffix(".json")
+    record = recorded_rows(record_path)
+    recorded = {str(row["name"]): row for row in record["rows"]}  # type: ignore[union-attr]
+    measured = {name: row for name in CONFIGS if (row := summarize(name, minutes, work))}
+    rows = [measured.get(name) or recorded[name] for name in CONFIGS if name in measured or name in recorded]
+    note = note or str(record["note"])
+    when, machine = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), cpu_model()
+    write_json(
+        record_path, {"minutes": minutes, "machine": machine, "written": when, "note": note, "rows": rows}
+    )
+    write_atomically(out, render(rows, minutes, note, when, machine))
+    for name in measured:
+        write_curve(name, minutes, work, curves)
+    write_atomically(plots, dvc_plots(curves, plots.parent))
     return rows
 
 

@@ -1,12 +1,14 @@
 """The [quality] training curves: committed data, bench/dvc.yaml in step with it, and DVC renders them.
 
 bench/quality_matrix.py writes one curve per budgeted run (bench/results/curves/<N>min/<config>.json)
-and bench/dvc.yaml, the DVC plots that draw them next to the pipeline's own (dvc.yaml).
+and bench/dvc.yaml, the DVC plots that draw them next to the pipeline's own (dvc.yaml), and renders
+each budget's table (bench/results/quality_<N>min.md) from its record of rows (quality_<N>min.json).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,8 @@ CURVES = BENCH / "results" / "curves"
 sys.path.insert(0, str(BENCH))
 
 import quality_matrix  # noqa: E402
+
+from emonext.fileio import write_json  # noqa: E402
 
 
 def curve_files() -> list[Path]:
@@ -109,3 +113,86 @@ def test_recipe_and_ablation_rows_train_emonext_whatever_the_default() -> None:
         "model.arch=resnet18",
         "train.lr=1e-3",
     ]
+
+
+@pytest.mark.parametrize("minutes", [10, 60])
+def test_committed_table_is_its_record_rendered(minutes: int) -> None:
+    """Each results table is exactly its record's rows, in the order of CONFIGS, each with a curve at 60."""
+    table = BENCH / "results" / f"quality_{minutes}min.md"
+    record = json.loads(table.with_suffix(".json").read_text())
+    rendered = quality_matrix.render(
+        record["rows"], minutes, record["note"], record["written"], record["machine"]
+    )
+    assert table.read_text() == rendered
+    names = [row["name"] for row in record["rows"]]
+    assert names == [name for name in quality_matrix.CONFIGS if name in names]
+    for row in record["rows"]:
+        assert f"--minutes {minutes} --out runs/quality/{minutes}min/{row['name']}" in row["command"], row[
+            "name"
+        ]
+
+
+def test_report_keeps_rows_of_earlier_checkouts_and_replaces_rerun_ones(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    """A row whose run folder is gone stays in the table; a configuration run again replaces its row."""
+
+    def recorded_row(name: str, accuracy: float) -> dict[str, object]:
+        return {
+            "name": name,
+            "group": "baseline",
+            "overrides": f"model.arch={name}",
+            "best_val_accuracy": accuracy,
+            "best_val_macro_f1": 0.5,
+            "best_epoch": 3,
+            "epochs_run": 3,
+            "planned_epochs": 3,
+            "train_minutes": 9.5,
+            "command": f"python bench/budgeted_run.py --minutes 10 --out runs/quality/10min/{name}",
+        }
+
+    out = tmp_path / "results" / "quality_10min.md"
+    out.parent.mkdir()
+    write_json(
+        out.with_suffix(".json"),
+        {
+            "minutes": 10.0,
+            "machine": "earlier machine",
+            "written": "2026-01-01 00:00 UTC",
+            "note": "Measured in an earlier checkout.",
+            "rows": [recorded_row("resnet18", 0.11), recorded_row("densenet121", 0.52)],
+        },
+    )
+    work = tmp_path / "work"
+    shutil.copytree(trained_run, work / "resnet18")
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    write_json(
+        work / "resnet18" / "budgeted_run.json",
+        {
+            "epochs_run": metrics[-1]["epoch"],
+            "train_minutes": metrics[-1]["minutes_total"],
+            "planned_epochs": metrics[-1]["epoch"],
+            "overrides": ["model.arch=resnet18"],
+        },
+    )
+    plots = tmp_path / "dvc.yaml"
+
+    rows = quality_matrix.report(10, work, out, tmp_path / "curves", "", plots=plots)
+
+    assert [row["name"] for row in rows] == ["resnet18", "densenet121"]
+    best = max(row["val_accuracy"] for row in metrics)
+    assert rows[0]["best_val_accuracy"] == best and rows[0]["command"].startswith(
+        f"python bench/budgeted_run.py --minutes 10 --out {work / 'resnet18'}"
+    )
+    assert rows[1] == recorded_row("densenet121", 0.52)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["rows"] == rows and record["note"] == "Measured in an earlier checkout."
+    table = out.read_text()
+    assert f"| resnet18 | baseline | `model.arch=resnet18` | {best:.4f} |" in table
+    assert (
+        "| densenet121 | baseline | `model.arch=densenet121` | 0.5200 | 0.5000 | 3 | 3 / 3 | 9.5 |" in table
+    )
+    assert table.endswith("Measured in an earlier checkout.\n")
+    # Only the configuration that ran gets a (new) curve; the plots draw what the curves folder holds.
+    assert sorted(path.name for path in (tmp_path / "curves").rglob("*.json")) == ["resnet18.json"]
+    assert "curves/10min/resnet18.json" in plots.read_text()
