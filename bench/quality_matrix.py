@@ -192,8 +192,8 @@ def render(rows: list[dict[str, object]], minutes: float, note: str, when: str, 
     return "\n".join(lines) + "\n"
 
 
-def recorded_rows(record: Path) -> dict[str, object]:
-    """The rows and note a budget's record (``quality_<N>min.json``) holds; empty when there is none."""
+def read_record(record: Path) -> dict[str, object]:
+    """A budget's record (``quality_<N>min.json``: its rows and note); empty when there is none."""
     if not record.is_file():
         return {"note": "", "rows": []}
     return json.loads(record.read_text())
@@ -210,7 +210,7 @@ def report(
     ``plots`` is the dvc.yaml that draws the curves.
     """
     record_path = out.with_suffix(".json")
-    record = recorded_rows(record_path)
+    record = read_record(record_path)
     recorded = {str(row["name"]): row for row in record["rows"]}  # type: ignore[union-attr]
     measured = {name: row for name in CONFIGS if (row := summarize(name, minutes, work))}
     rows = [measured.get(name) or recorded[name] for name in CONFIGS if name in measured or name in recorded]

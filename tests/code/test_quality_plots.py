@@ -107,17 +107,12 @@ def test_recipe_and_ablation_rows_train_emonext_whatever_the_default() -> None:
         arch = [
             item for item in quality_matrix.with_architecture(overrides) if item.startswith("model.arch=")
         ]
+        chosen = [item for item in overrides if item.startswith("model.arch=")]
         if group == "baseline":
-            expected = f"model.arch={name}"
+            assert chosen == [f"model.arch={name}"], name
         elif group == "ablation":
-            expected = "model.arch=emonext"
-        else:  # a recipe row is EmoNeXt's unless its name starts with the architecture it chooses
-            expected = next(
-                (item for item in overrides if item.startswith("model.arch=")), "model.arch=emonext"
-            )
-            assert expected == "model.arch=emonext" or name.startswith(
-                expected.removeprefix("model.arch=")
-            ), name
+            assert not chosen, name
+        expected = chosen[0] if chosen else "model.arch=emonext"
         assert arch == [expected], name
     assert quality_matrix.with_architecture(["model.arch=resnet18", "train.lr=1e-3"]) == [
         "model.arch=resnet18",
@@ -127,7 +122,7 @@ def test_recipe_and_ablation_rows_train_emonext_whatever_the_default() -> None:
 
 @pytest.mark.parametrize("minutes", [10, 60])
 def test_committed_table_is_its_record_rendered(minutes: int) -> None:
-    """Each results table is exactly its record's rows, in the order of CONFIGS, each with a curve at 60."""
+    """Each results table is exactly its record's rows, in the order of CONFIGS, each row with its curve."""
     table = BENCH / "results" / f"quality_{minutes}min.md"
     record = json.loads(table.with_suffix(".json").read_text())
     rendered = quality_matrix.render(
@@ -140,6 +135,7 @@ def test_committed_table_is_its_record_rendered(minutes: int) -> None:
         assert f"--minutes {minutes} --out runs/quality/{minutes}min/{row['name']}" in row["command"], row[
             "name"
         ]
+        assert (CURVES / f"{minutes}min" / f"{row['name']}.json").is_file(), row["name"]
 
 
 def test_report_keeps_rows_of_earlier_checkouts_and_replaces_rerun_ones(
